@@ -1,0 +1,61 @@
+"""tf.data pipelines: vit_keras' scaling, augmentation, MixUp, streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vit_flowers.datasets import AUGMENTATIONS, array_dataset, file_dataset, mixup_pair, preprocess
+
+from awkward import make_awkward_folder
+
+
+def test_preprocess_equals_vit_keras():
+    from vit_keras import vit
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    np.testing.assert_allclose(np.asarray(preprocess(x)), vit.preprocess_inputs(x.astype(np.float32)), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", AUGMENTATIONS)
+def test_augmented_batches_keep_shape_and_range(kind):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 16, 16, 3)).astype(np.uint8)
+    ds = array_dataset(images, np.arange(6) % 3, 3, batch_size=4, training=True, augment=kind, seed=1)
+    x, y = next(iter(ds))
+    assert x.shape == (4, 16, 16, 3) and y.shape == (4, 3)
+    assert -1.001 <= float(np.min(x)) and float(np.max(x)) <= 1.001
+    originals = np.asarray(preprocess(images))
+    untouched = [any(np.allclose(img, o) for o in originals) for img in np.asarray(x)]
+    assert all(untouched) == (kind == "none")
+
+
+def test_mixup_mixes_images_and_labels_alike():
+    a = (np.full((2, 2, 3), 1.0, np.float32), np.array([1.0, 0.0], np.float32))
+    b = (np.full((2, 2, 3), 3.0, np.float32), np.array([0.0, 1.0], np.float32))
+    weights = []
+    for step in range(20):
+        x, y = (np.asarray(v) for v in mixup_pair(a, b, 0.4, step))
+        np.testing.assert_allclose(y.sum(), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(x, 1.0 * y[0] + 3.0 * y[1], rtol=1e-5)  # image mixed as its label
+        weights.append(y[0])
+    assert 0.2 < np.std(weights)  # Beta(0.4, 0.4) puts weight near 0 and 1
+
+
+def test_mixup_in_the_pipeline_gives_soft_labels():
+    images = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3)).astype(np.uint8)
+    ds = array_dataset(images, np.arange(8) % 4, 4, batch_size=8, training=True, mixup_alpha=0.4, seed=2)
+    _, y = next(iter(ds))
+    y = np.asarray(y)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+    assert (y.max(axis=1) < 0.999).any()
+
+
+def test_streaming_skips_and_reports_bad_files(tmp_path):
+    folder = make_awkward_folder(tmp_path / "awkward")
+    files = sorted(str(p) for p in folder.iterdir())
+    skipped: list = []
+    ds = file_dataset(files, None, 5, (16, 16), batch_size=4, skipped=skipped)
+    total = sum(int(x.shape[0]) for x in ds)
+    assert total + len(skipped) == len(files)
+    assert {p.split("/")[-1] for p, _ in skipped} >= {"zero_bytes.jpg", "truncated.jpg", "folder.jpg"}

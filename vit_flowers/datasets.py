@@ -1,0 +1,232 @@
+"""tf.data pipelines: augment, preprocess as vit_keras expects, batch.
+
+Images travel as uint8 until the last step, where `vit.preprocess_inputs`
+scales them to [-1, 1]. Augmentation is the seed's ImageDataGenerator
+(flips, small rotations and zooms) as Keras preprocessing layers; `strong`
+adds translation and contrast for training from scratch; `crop` is for
+training from scratch on real photos: random resized crops (zoom in up to
+half the side, aspect jitter, shifts), horizontal flips, small rotations and
+colour jitter (brightness, contrast, less saturation; hue is left alone,
+as colour tells these flowers apart). MixUp mixes pairs inside a batch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+AUGMENTATIONS = ("none", "seed", "strong", "crop")
+
+
+def preprocess(images):
+    """uint8 RGB -> float32 in [-1, 1], as vit_keras' `preprocess_inputs`
+    (mode "tf": x / 127.5 - 1), in TensorFlow ops so that it runs inside
+    tf.data whatever the Keras backend."""
+    import tensorflow as tf
+
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+def augmenter(kind: str, seed: int) -> list:
+    """Keras preprocessing layers for `kind` (none, seed, strong, crop).
+
+    A plain list, applied one by one: each layer then runs on TensorFlow
+    inside tf.data even on the JAX backend (a Sequential would not).
+    """
+    import keras
+
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {kind!r}; choose one of {AUGMENTATIONS}")
+    if kind == "none":
+        return []
+    if kind == "crop":
+        return crop_layers(seed)
+    layers = [
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
+        keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+    ]
+    if kind == "strong":
+        layers += [
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
+            keras.layers.RandomContrast(0.2, seed=seed + 4),
+        ]
+    return layers
+
+
+def apply_layers(x, layers: list):
+    """Run augmentation layers in training mode, in order."""
+    for layer in layers:
+        x = layer(x, training=True)
+    return x
+
+
+def crop_layers(seed: int) -> list:
+    """Random resized crop + flip + rotation + colour jitter, on 0..255 floats.
+
+    The crop is a zoom in of 0-50% of each side drawn separately for height
+    and width (so the aspect ratio varies too), moved by up to 15% of the
+    side; borders it uncovers are reflected.
+    """
+    import keras
+
+    return [
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
+        keras.layers.RandomZoom((-0.5, 0.0), (-0.5, 0.0), fill_mode="reflect", seed=seed + 2),
+        keras.layers.RandomTranslation(0.15, 0.15, fill_mode="reflect", seed=seed + 3),
+        keras.layers.RandomBrightness(0.2, value_range=(0.0, 255.0), seed=seed + 4),
+        keras.layers.RandomContrast(0.2, seed=seed + 5),
+        # desaturate only: Keras 3.15's RandomSaturation above 0.5 pushes
+        # saturated pixels below 0 (it does not clip the saturation to 1)
+        keras.layers.RandomSaturation((0.3, 0.5), value_range=(0.0, 255.0), seed=seed + 6),
+    ]
+
+
+def mixup_pair(a, b, alpha: float, seed):
+    """MixUp of two examples (image, one-hot label) with a Beta(alpha, alpha) weight."""
+    import tensorflow as tf
+
+    (xa, ya), (xb, yb) = a, b
+    seed = tf.cast(seed, tf.int32)
+    g1 = tf.random.stateless_gamma([], seed=tf.stack([seed, 1]), alpha=alpha)
+    g2 = tf.random.stateless_gamma([], seed=tf.stack([seed, 2]), alpha=alpha)
+    lam = g1 / (g1 + g2)
+    return xa * lam + xb * (1 - lam), ya * lam + yb * (1 - lam)
+
+
+def epoch_orders(num_examples: int, per_epoch: int, seed: int, start_epoch: int = 0):
+    """An endless stream of example indices: epoch e is the first `per_epoch`
+    of a permutation drawn statelessly from (seed, e).
+
+    Stateless, so the order does not depend on the engine (a distribution
+    strategy clones the input pipeline and would re-seed a `shuffle`) and a
+    resumed run sees the epochs an uninterrupted run would have seen.
+    """
+    import tensorflow as tf
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_examples, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order[:per_epoch])
+
+    return tf.data.Dataset.counter(start=start_epoch).flat_map(one_epoch)
+
+
+def _training_examples(images: np.ndarray, onehot: np.ndarray, per_epoch: int, layers: list, seed: int,
+                       start_epoch: int):
+    """Augmented, preprocessed (image, label) examples in epoch order, endless."""
+    import tensorflow as tf
+
+    height, width = images.shape[1:3]
+    table = tf.constant(onehot)
+
+    def fetch(index):
+        image = tf.numpy_function(lambda i: images[i], [index], tf.uint8)
+        image.set_shape((height, width, 3))
+        x = preprocess(apply_layers(tf.cast(image, tf.float32), layers))
+        return x, tf.gather(table, index)
+
+    orders = epoch_orders(len(images), per_epoch, seed, start_epoch)
+    return orders.map(fetch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def array_dataset(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    num_classes: int,
+    batch_size: int,
+    training: bool = False,
+    augment: str = "none",
+    mixup_alpha: float = 0.0,
+    seed: int = 0,
+    drop_remainder: bool = False,
+    start_epoch: int = 0,
+):
+    """Batches of (preprocessed images, one-hot labels) from a uint8 array.
+
+    For evaluation: one pass in order. For training: an endless stream of
+    `len(images) // batch_size` full batches per epoch (fit it with
+    `steps_per_epoch`), in a fresh seeded order every epoch, augmented;
+    MixUp pairs each example with one from a second order. Every step works
+    on single examples and batching comes last, so that Keras' distribution
+    API can read the batch size and shard the stream.
+    """
+    import tensorflow as tf
+
+    onehot = None if labels is None else np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
+    if not training:
+        ds = tf.data.Dataset.from_tensor_slices(images if onehot is None else (images, onehot))
+
+        def transform(x, y=None):
+            x = preprocess(x)
+            return x if y is None else (x, y)
+
+        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+    if onehot is None:
+        raise ValueError("training needs labels")
+    layers = augmenter(augment, seed)
+    per_epoch = (len(images) // batch_size) * batch_size
+    ds = _training_examples(images, onehot, per_epoch, layers, seed, start_epoch)
+    if mixup_alpha > 0:
+        partners = _training_examples(images, onehot, per_epoch, layers, seed + 7919, start_epoch)
+        counter = tf.data.Dataset.counter(start=(seed * 1_000_003 + start_epoch * per_epoch))
+        ds = tf.data.Dataset.zip((ds, partners, counter)).map(
+            lambda a, b, step: mixup_pair(a, b, mixup_alpha, step), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def file_dataset(
+    paths: Sequence[str],
+    labels: Sequence[int] | None,
+    num_classes: int,
+    image_size: tuple[int, int],
+    batch_size: int,
+    skipped: list[tuple[str, str]],
+    training: bool = False,
+    augment: str = "none",
+    seed: int = 0,
+):
+    """Stream a list too large for memory: decode with PIL in parallel.
+
+    Files that fail to decode are dropped from the stream and appended to
+    `skipped` as (file, reason), so the caller can report them.
+    """
+    import tensorflow as tf
+
+    from .images import UnreadableImage, decode_image
+
+    height, width = image_size
+    paths = [str(p) for p in paths]
+
+    def load(index):
+        i = int(index)
+        try:
+            return decode_image(paths[i], (height, width)), True
+        except UnreadableImage as err:
+            skipped.append((paths[i], str(err)))
+            return np.zeros((height, width, 3), np.uint8), False
+
+    def tf_load(index):
+        image, ok = tf.numpy_function(load, [index], [tf.uint8, tf.bool])
+        image.set_shape((height, width, 3))
+        ok.set_shape(())
+        return index, image, ok
+
+    ds = tf.data.Dataset.range(len(paths))
+    if training:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE).filter(lambda index, image, ok: ok)
+    layers = augmenter(augment, seed) if training else []
+    onehot = None if labels is None else tf.constant(np.eye(num_classes, dtype=np.float32)[np.asarray(labels)])
+
+    def finish(index, image, ok):
+        x = preprocess(apply_layers(tf.cast(image, tf.float32), layers))
+        return x if onehot is None else (x, tf.gather(onehot, index))
+
+    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

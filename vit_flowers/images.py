@@ -1,0 +1,244 @@
+"""Decode image files into one preallocated uint8 array, skipping bad files.
+
+JPEGs (not truncated) are decoded by OpenCV, which holds
+no GIL while it works and applies the EXIF orientation itself. Every other
+file is opened with PIL, turned upright from its EXIF orientation
+(`ImageOps.exif_transpose`, only when the tag asks for it), converted to RGB
+the way a person would expect (alpha composited on white, 16-bit grayscale
+rescaled, CMYK converted) and resized by OpenCV (area averaging to shrink
+2x or more, else bilinear), which releases the GIL. JPEGs are decoded at a reduced
+scale when that is still at least the target size (`Image.draft`). Threads
+write straight into the final array: no per-image concatenation, no second
+copy.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SKIPPED_COLUMNS = ["file", "reason"]
+ORIENTATION = 0x0112  # the EXIF orientation tag
+BACKGROUND = (255, 255, 255)
+
+
+class UnreadableImage(Exception):
+    """A file that is not an image we can decode; the message is the reason."""
+
+
+@dataclass
+class LoadedImages:
+    """Decoded images and what happened to every input file."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8, only the files that decoded
+    kept: np.ndarray  # indices into the input list of the rows of `images`
+    skipped: pd.DataFrame  # columns file, reason
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB for any PIL mode: alpha over white, 16/32-bit gray rescaled."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16"):
+            top = 65535.0
+        elif image.mode == "I" and values.max(initial=0) > 255:
+            top = 65535.0 if values.max() <= 65535 else float(values.max())
+        elif image.mode == "F":
+            top = float(values.max()) if values.max(initial=0) > 1.0 else 1.0
+        else:
+            top = 255.0
+        gray = np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def _ends_cleanly(path: Path) -> bool:
+    """True when a JPEG file ends with its end-of-image marker (not truncated)."""
+    with open(path, "rb") as f:
+        f.seek(-2, os.SEEK_END)
+        return f.read(2) == b"\xff\xd9"
+
+
+def _opencv_jpeg(path: Path) -> np.ndarray | None:
+    """Decode a JPEG with OpenCV, which holds no GIL while it decodes and
+    applies the EXIF orientation itself. None (PIL will decide) when the
+    file is not a cleanly ended JPEG, OpenCV cannot read it, or it is over
+    PIL's decompression-bomb limit (OpenCV's own limit is set to PIL's when
+    the package is imported first, so such files are not even decoded)."""
+    import cv2
+
+    if path.suffix.lower() not in (".jpg", ".jpeg") or not _ends_cleanly(path):
+        return None
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:  # over OpenCV's pixel limit, among others
+        return None
+    if bgr is None or (Image.MAX_IMAGE_PIXELS and bgr.shape[0] * bgr.shape[1] > Image.MAX_IMAGE_PIXELS):
+        return None  # PIL gives the reason
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _pil_decode(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode with PIL: every format and colour mode, EXIF orientation; the
+    reasons for files that cannot be read."""
+    try:
+        with Image.open(path) as image:
+            pixels = image.size[0] * image.size[1]
+            if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+                raise UnreadableImage(
+                    f"{image.size[0]}x{image.size[1]} pixels is over PIL's decompression-bomb "
+                    f"limit of {Image.MAX_IMAGE_PIXELS}"
+                )
+            return _pil_pixels(image, size)
+    except UnreadableImage:
+        raise
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image PIL can identify (wrong format or random bytes)")
+    except Image.DecompressionBombError as err:
+        raise UnreadableImage(f"over PIL's decompression-bomb limit ({err})")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UnreadableImage(f"cannot decode: {err}")
+
+
+def _pil_pixels(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """PIL's pixels, upright and RGB, at a reduced JPEG scale when possible."""
+    if image.format == "JPEG":
+        side = max(size)
+        image.draft("RGB", (side, side))  # decode at a reduced DCT scale when still >= the target
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    return np.asarray(_to_rgb(image), dtype=np.uint8)
+
+
+def decode_image(path: str | os.PathLike, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Decode one file to a (height, width, 3) uint8 array at `size` (h, w).
+
+    JPEGs are decoded by OpenCV, everything else (and any JPEG OpenCV
+    refuses) by PIL. OpenCV resizes, releasing the GIL and writing straight
+    into `out` when given (a row of the caller's array). Raises UnreadableImage with a reason a person can
+    act on.
+    """
+    import cv2
+
+    path = Path(path)
+    height, width = size
+    try:
+        info = path.stat()
+    except OSError:
+        raise UnreadableImage("file not found")
+    if stat.S_ISDIR(info.st_mode):
+        raise UnreadableImage("is a directory, not an image file")
+    if info.st_size == 0:
+        raise UnreadableImage("empty file (0 bytes)")
+    pixels = _opencv_jpeg(path)
+    if pixels is None:
+        pixels = _pil_decode(path, size)
+    if out is None:
+        out = np.empty((height, width, 3), np.uint8)
+    if pixels.shape[:2] == (height, width):
+        out[...] = pixels
+    else:
+        # area averaging where bilinear would alias (shrinking 2x or more), else bilinear (fast)
+        halving = pixels.shape[0] >= 2 * height and pixels.shape[1] >= 2 * width
+        cv2.resize(pixels, (width, height), dst=out, interpolation=cv2.INTER_AREA if halving else cv2.INTER_LINEAR)
+    return out
+
+
+def load_images(
+    paths: Sequence[str | os.PathLike],
+    size: tuple[int, int],
+    num_threads: int | None = None,
+    progress: bool = True,
+) -> LoadedImages:
+    """Decode `paths` into one (N, h, w, 3) uint8 array; report skipped files.
+
+    The array is allocated once; each thread decodes a file and writes its
+    row in place. Files that fail are compacted out afterwards, in place.
+    """
+    count = len(paths)
+    height, width = size
+    out = np.empty((count, height, width, 3), dtype=np.uint8)
+    reasons: dict[int, str] = {}
+    lock = threading.Lock()
+    bar = _progress_bar(count) if progress and count else None
+
+    def work(index: int) -> None:
+        try:
+            decode_image(paths[index], size, out=out[index])
+        except UnreadableImage as err:
+            with lock:
+                reasons[index] = str(err)
+
+    threads = num_threads or min(8, os.cpu_count() or 1)
+    done = 0
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(work, range(count), chunksize=1 if count < 64 else 4):
+            done += 1
+            if bar is not None and (done % 16 == 0 or done == count):
+                bar.update(done)
+    kept = np.array([i for i in range(count) if i not in reasons], dtype=np.int64)
+    if reasons:
+        for slot, index in enumerate(kept):
+            if slot != index:
+                out[slot] = out[index]
+        out = out[: len(kept)]
+    skipped = pd.DataFrame(
+        [(str(paths[i]), reasons[i]) for i in sorted(reasons)], columns=SKIPPED_COLUMNS
+    )
+    return LoadedImages(images=out, kept=kept, skipped=skipped)
+
+
+def iter_image_chunks(
+    paths: Sequence[str | os.PathLike],
+    size: tuple[int, int],
+    chunk_size: int = 256,
+    num_threads: int | None = None,
+) -> Iterator[tuple[int, LoadedImages]]:
+    """Yield (offset, LoadedImages) chunk by chunk, decoding the next chunk
+    in the background while the caller works on the current one."""
+    starts = list(range(0, len(paths), chunk_size))
+    if not starts:
+        return
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        pending = ahead.submit(load_images, paths[0:chunk_size], size, num_threads, False)
+        for k, start in enumerate(starts):
+            chunk = pending.result()
+            if k + 1 < len(starts):
+                nxt = starts[k + 1]
+                pending = ahead.submit(load_images, paths[nxt : nxt + chunk_size], size, num_threads, False)
+            yield start, chunk
+
+
+def _progress_bar(total: int):
+    """Keras' own progress bar, as `fit` and `predict` show."""
+    from keras.utils import Progbar
+
+    return Progbar(total, unit_name="image")
+
+
+def write_skipped(skipped: pd.DataFrame, path: str | os.PathLike) -> Path | None:
+    """Write `skipped_files.csv` (file, reason) when any file was skipped;
+    otherwise remove an old report there, which would be wrong now."""
+    from .atomic import write_csv
+
+    if skipped.empty:
+        Path(path).unlink(missing_ok=True)
+        return None
+    return write_csv(path, skipped[SKIPPED_COLUMNS])
