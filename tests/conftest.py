@@ -1,0 +1,92 @@
+"""Shared fixtures: small synthetic data, a tiny trained run dir, the real photos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FLOWER_PHOTOS = REPO.parent / "shared" / "flower_photos"
+CLASS_NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+
+
+@pytest.fixture(scope="session")
+def flower_photos() -> Path:
+    """The real photos beside the project; tests using them skip when absent."""
+    if not (FLOWER_PHOTOS / "daisy").is_dir():
+        pytest.skip(f"{FLOWER_PHOTOS} not present")
+    return FLOWER_PHOTOS
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """A data dir with 12 synthetic flowers per class and its two lists."""
+    from vit_flowers.filelists import write_file_lists
+    from vit_flowers.synthetic import write_synthetic_flowers
+
+    out = tmp_path_factory.mktemp("synthetic")
+    rows = write_synthetic_flowers(out / "images", n_per_class=12, size=32, seed=1)
+    write_file_lists(rows, out, test_fraction=0.25, seed=0)
+    return out
+
+
+def tiny_run_config(train_list: Path, val_list: Path | None, epochs: int = 2, image_size: int = 32, batch_size: int = 16,
+                    **train):
+    from vit_flowers.config import RunConfig, TrainConfig
+    from vit_flowers.model import model_config
+
+    return RunConfig(
+        model=model_config("tiny", CLASS_NAMES, image_size, num_layers=2, hidden_size=32, mlp_dim=64),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=1e-3, train_list=str(train_list),
+                          val_list=str(val_list) if val_list else "", **train),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_data, tmp_path_factory) -> Path:
+    """A run dir trained for two epochs on the synthetic lists."""
+    from vit_flowers.train import train_run
+
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    cfg = tiny_run_config(synthetic_data / "training_files.csv", synthetic_data / "testing_files.csv")
+    train_run(cfg, run_dir, verbose=0)
+    return run_dir
+
+
+def write_flax_npz(backbone, path: Path) -> Path:
+    """Export a vit_keras backbone's weights in the Flax key layout of the
+    released ViT .npz files (the layout `vit_keras.utils.load_weights_numpy` reads)."""
+    params: dict[str, np.ndarray] = {}
+
+    def put(prefix: str, names: list[str], layer, shapes=None):
+        for k, (name, value) in enumerate(zip(names, layer.get_weights())):
+            params[f"{prefix}/{name}"] = value if shapes is None else value.reshape(shapes[k])
+
+    put("embedding", ["kernel", "bias"], backbone.get_layer("embedding"))
+    params["cls"] = backbone.get_layer("class_token").get_weights()[0]
+    params["Transformer/posembed_input/pos_embedding"] = backbone.get_layer("Transformer_posembed_input").get_weights()[0]
+    put("Transformer/encoder_norm", ["scale", "bias"], backbone.get_layer("Transformer_encoder_norm"))
+    blocks = [layer for layer in backbone.layers if layer.name.startswith("Transformer_encoderblock_")]
+    for i, block in enumerate(blocks):
+        prefix = f"Transformer/encoderblock_{i}"
+        put(f"{prefix}/LayerNorm_0", ["scale", "bias"], block.layernorm1)
+        put(f"{prefix}/LayerNorm_2", ["scale", "bias"], block.layernorm2)
+        for d in (0, 1):
+            dense = block.mlpblock.get_layer(f"{prefix.replace('/', '_')}_Dense_{d}")
+            put(f"{prefix}/MlpBlock_3/Dense_{d}", ["kernel", "bias"], dense)
+        heads = block.att.num_heads
+        hidden = block.att.hidden_size
+        head_dim = hidden // heads
+        for name, layer in (("query", block.att.query_dense), ("key", block.att.key_dense),
+                            ("value", block.att.value_dense)):
+            put(f"{prefix}/MultiHeadDotProductAttention_1/{name}", ["kernel", "bias"], layer,
+                [(hidden, heads, head_dim), (heads, head_dim)])
+        put(f"{prefix}/MultiHeadDotProductAttention_1/out", ["kernel", "bias"], block.att.combine_heads,
+            [(heads, head_dim, hidden), (hidden,)])
+    np.savez(path, **params)
+    return path

@@ -1,0 +1,139 @@
+"""Model building, config validation, pretrained .npz loading, run dir reload."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from vit_flowers.config import FORMAT_VERSION, RunConfig
+from vit_flowers.errors import ConfigError, WeightsUnavailableError
+from vit_flowers.model import ARCHITECTURES, build_backbone, build_classifier, load_run, model_config, pretrained_file
+
+from conftest import CLASS_NAMES, write_flax_npz
+
+
+def small_cfg(**kw):
+    return model_config("tiny", CLASS_NAMES, 32, num_layers=2, hidden_size=32, mlp_dim=64, **kw)
+
+
+def test_seed_head_on_top_of_backbone():
+    model = build_classifier(small_cfg())
+    assert model.layers[0].name == "vit-tiny"
+    kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    assert kinds == ["Flatten", "BatchNormalization", "Dense", "BatchNormalization", "Dense"]
+    assert model.layers[3].units == 21
+    assert model.output_shape == (None, 5)
+    out = model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_architecture_table_matches_vit_keras():
+    from vit_keras import vit
+
+    for name, size in (("b16", "B"), ("l32", "L")):
+        spec, ref = ARCHITECTURES[name], getattr(vit, f"CONFIG_{size}")
+        assert (spec.hidden_size, spec.num_layers, spec.num_heads, spec.mlp_dim) == (
+            ref["hidden_size"], ref["num_layers"], ref["num_heads"], ref["mlp_dim"])
+
+
+def test_image_size_must_fit_patches():
+    with pytest.raises(ConfigError, match="not a multiple of the patch size"):
+        model_config("tiny", CLASS_NAMES, 30)
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        model_config("tiny", CLASS_NAMES, 32, weights="imagenet21k")
+
+
+def test_config_round_trip_and_validation(tmp_path):
+    cfg = RunConfig(model=small_cfg())
+    path = cfg.save(tmp_path / "config.json")
+    assert RunConfig.load(path) == cfg
+    data = json.loads(path.read_text())
+    for mutate, message in [
+        (lambda d: d.update(format_version=99), "format_version is 99"),
+        (lambda d: d["model"].update(colour="red"), r"unknown key\(s\) \['colour'\]"),
+        (lambda d: d["model"].update(patch_size="8"), r"model.patch_size: expected an integer"),
+        (lambda d: d["train"].update(epochs=2.5), r"train.epochs: expected an integer"),
+        (lambda d: d["model"].pop("hidden_size"), r"missing key\(s\) \['hidden_size'\]"),
+        (lambda d: d["model"].update(class_names=["a"]), "at least two classes"),
+    ]:
+        broken = json.loads(json.dumps(data))
+        mutate(broken)
+        (tmp_path / "bad.json").write_text(json.dumps(broken))
+        with pytest.raises(ConfigError, match=message):
+            RunConfig.load(tmp_path / "bad.json")
+
+
+def test_npz_in_flax_layout_loads_into_backbone(tmp_path):
+    cfg = small_cfg()
+    source = build_backbone(cfg)
+    path = write_flax_npz(source, tmp_path / "tiny.npz")
+    model = build_classifier(model_config("tiny", CLASS_NAMES, 32, weights=str(path), num_layers=2,
+                                          hidden_size=32, mlp_dim=64))
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.layers[0].predict(x, verbose=0), source.predict(x, verbose=0), atol=1e-5)
+    fresh = build_classifier(cfg)
+    assert np.abs(fresh.layers[0].predict(x, verbose=0) - source.predict(x, verbose=0)).max() > 1e-3
+
+
+def test_npz_position_embeddings_resized_for_other_image_size(tmp_path):
+    path = write_flax_npz(build_backbone(small_cfg()), tmp_path / "tiny.npz")
+    cfg = model_config("tiny", CLASS_NAMES, [48, 64], weights=str(path), num_layers=2, hidden_size=32, mlp_dim=64)
+    with pytest.warns(UserWarning, match="Resizing position embeddings"):
+        model = build_classifier(cfg)
+    assert model.layers[0].get_layer("Transformer_posembed_input").get_weights()[0].shape == (1, 6 * 8 + 1, 32)
+
+
+def test_npz_of_another_architecture_is_a_clear_error(tmp_path):
+    path = write_flax_npz(build_backbone(small_cfg()), tmp_path / "tiny.npz")
+    cfg = model_config("tiny", CLASS_NAMES, 32, weights=str(path), num_layers=3, hidden_size=32, mlp_dim=64)
+    with pytest.raises(ConfigError, match="weights do not fit model"):
+        build_classifier(cfg)
+
+
+def test_offline_pretrained_download_names_url_and_cache_path(tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+
+    def no_network(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    cfg = model_config("b16", CLASS_NAMES, 32, weights="imagenet21k+imagenet2012")
+    fname, url, cached = pretrained_file(cfg)
+    assert url.endswith("ViT-B_16_imagenet21k+imagenet2012.npz")
+    assert cached == tmp_path / "keras" / "weights" / fname
+    with pytest.raises(WeightsUnavailableError) as err:
+        build_classifier(cfg)
+    assert url in str(err.value) and str(cached) in str(err.value)
+
+
+def test_reloaded_run_predicts_identically(tiny_run):
+    model, cfg = load_run(tiny_run)
+    again, _ = load_run(tiny_run)
+    x = np.random.default_rng(1).uniform(-1, 1, (4, *cfg.model.image_size, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))
+    fresh = build_classifier(cfg.model)
+    assert np.abs(fresh.predict(x, verbose=0) - model.predict(x, verbose=0)).max() > 1e-4
+
+
+def test_run_dir_whose_classes_disagree_with_weights(tiny_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    data = json.loads((copy / "config.json").read_text())
+    data["model"]["class_names"] = ["a", "b", "c"]
+    (copy / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="does not match"):
+        load_run(copy)
+
+
+def test_no_unsafe_loading_anywhere_in_the_package():
+    from pathlib import Path
+
+    source = "\n".join(p.read_text() for p in (Path(__file__).parents[1] / "vit_flowers").rglob("*.py"))
+    for banned in ("safe_mode=False", "enable_unsafe_deserialization", "import pickle", "pickle.load", "allow_pickle=True"):
+        assert banned not in source
+    assert FORMAT_VERSION == 1
