@@ -1,0 +1,128 @@
+"""Training over several processes (JAX engine) and several replicas
+(MirroredStrategy on logical CPU devices)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_to_equal_weights(synthetic_data, tmp_path):
+    pytest.importorskip("jax")
+    port, run = free_port(), tmp_path / "run"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    procs = []
+    try:
+        for index in range(2):
+            cmd = [sys.executable, str(REPO / "scripts" / "train.py"),
+                   "--train-list", str(synthetic_data / "training_files.csv"),
+                   "--model", "tiny", "--image-size", "32", "--num-layers", "1", "--hidden-size", "32",
+                   "--mlp-dim", "32", "--epochs", "2", "--batch-size", "8", "--strategy", "multihost",
+                   "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(index),
+                   "--worker-dir", str(tmp_path / f"worker{index}"), "--out", str(run)]
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outputs = [p.communicate(timeout=420)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    assert not (tmp_path / "worker0").exists()  # the chief writes the run dir itself
+    assert json.loads((run / "config.json").read_text())["train"]["strategy"] == "multihost"
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
+    assert not any(p.name.startswith("worker") for p in run.iterdir())
+    worker = tmp_path / "worker1"
+    assert (worker / "model.weights.h5").is_file()
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from vit_flowers.model import load_run
+        a, _ = load_run({str(run)!r}); b, _ = load_run({str(worker)!r})
+        print(max(float(np.abs(x - y).max()) for x, y in zip(a.get_weights(), b.get_weights())))
+    """)
+    diff = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert diff.returncode == 0, diff.stderr[-2000:]
+    assert float(diff.stdout.strip().splitlines()[-1]) == 0.0
+    chief_log = pd.read_csv(run / "history.csv")["loss"].to_numpy()
+    worker_log = pd.read_csv(worker / "history.csv")["loss"].to_numpy()
+    np.testing.assert_allclose(chief_log, worker_log, rtol=1e-6)
+
+
+MIRRORED = """
+import os, sys, json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, {tests!r})
+from conftest import tiny_run_config
+from vit_flowers.train import train_run
+data, out, mode = {data!r}, {out!r}, sys.argv[1]
+if mode == "mirrored":
+    strategy, per_replica = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), 8
+else:
+    strategy, per_replica = None, 16
+cfg = tiny_run_config(data + "/training_files.csv", None, epochs=3, batch_size=per_replica, augment="none")
+cfg.train.batch_size = per_replica
+train_run(cfg, out + "/" + mode, verbose=0, strategy=strategy)
+"""
+
+
+def test_mirrored_on_two_cpus_follows_the_single_device_loss_curve(synthetic_data, tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED.format(tests=str(REPO / "tests"), data=str(synthetic_data), out=str(tmp_path)))
+    for mode in ("mirrored", "default"):
+        done = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    mirrored = pd.read_csv(tmp_path / "mirrored" / "history.csv")
+    single = pd.read_csv(tmp_path / "default" / "history.csv")
+    # Same global batch (2 x 8 = 16), synchronised batch norm, gradients summed
+    # over replicas: only float summation order differs, so the curves agree
+    # to float32 round-off amplified over a few dozen steps.
+    np.testing.assert_allclose(mirrored["loss"], single["loss"], rtol=2e-3)
+    assert mirrored["loss"].iloc[-1] < mirrored["loss"].iloc[0]
+
+
+MIXED = """
+import numpy as np
+from vit_flowers.distribute import set_mixed_precision
+from vit_flowers.model import build_classifier, model_config
+assert set_mixed_precision(True) == "mixed_bfloat16"  # no GPU here
+model = build_classifier(model_config("tiny", list("abcde"), 32, num_layers=1, hidden_size=32, mlp_dim=32))
+backbone = model.layers[0]
+assert backbone.get_layer("embedding").compute_dtype == "bfloat16"
+assert model.layers[3].compute_dtype == "bfloat16"
+assert model.layers[-1].dtype_policy.name == "float32"  # last Dense and its softmax
+out = model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+assert out.dtype == np.float32 and np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+print("ok")
+"""
+
+
+def test_mixed_precision_keeps_the_last_dense_and_softmax_in_float32(synthetic_data, tmp_path):
+    done = subprocess.run([sys.executable, "-c", MIXED], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "--train-list", str(synthetic_data / "training_files.csv"),
+           "--model", "tiny", "--image-size", "32", "--num-layers", "1", "--hidden-size", "32", "--mlp-dim", "32",
+           "--epochs", "1", "--batch-size", "16", "--mixed-precision", "--out", str(run)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["train"]["mixed_precision"] is True
+    assert np.isfinite(pd.read_csv(run / "history.csv")["loss"]).all()
