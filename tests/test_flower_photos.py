@@ -1,0 +1,36 @@
+"""The real photos beside the project (skipped when absent)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vit_flowers import cli
+from vit_flowers.filelists import read_file_list, scan_class_folders, write_file_lists
+from vit_flowers.images import load_images
+
+from conftest import CLASS_NAMES
+
+
+def test_real_photos_split_load_and_predict(flower_photos, tiny_run, tmp_path):
+    rows = scan_class_folders(flower_photos)
+    assert sorted(rows["type_dir"].unique()) == CLASS_NAMES
+    train_csv, test_csv = write_file_lists(rows, tmp_path, 0.2, seed=0)
+    test = read_file_list(test_csv, CLASS_NAMES)
+    assert len(test) == round(len(rows) * 0.2)
+    sample = test.groupby("label").head(4)
+    loaded = load_images(sample["path"].tolist(), (224, 224), progress=False)
+    assert loaded.images.shape == (20, 224, 224, 3) and loaded.skipped.empty
+    assert loaded.images.std() > 20  # real photos, not blank arrays
+
+    photos = tmp_path / "photos"
+    for name in CLASS_NAMES:
+        (photos / name).mkdir(parents=True)
+        for f in sorted((flower_photos / name).iterdir())[:2]:
+            (photos / name / f.name).symlink_to(f)
+    out = tmp_path / "pred"
+    assert cli.main(["predict", "--run", str(tiny_run), "--images", str(photos), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "predictions.csv")
+    assert len(table) == 10
+    probs = table[[f"prob_{c}" for c in CLASS_NAMES]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)

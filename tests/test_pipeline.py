@@ -1,0 +1,195 @@
+"""End to end: prepare -> train -> predict through the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vit_flowers import cli
+from vit_flowers.errors import EXIT_BAD_INPUT, EXIT_OK
+
+from awkward import BAD, GOOD, make_awkward_folder
+from conftest import CLASS_NAMES, REPO
+
+
+def test_every_option_has_help():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, subparser in sub.choices.items():
+        for action in subparser._actions:
+            if action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help text"
+        assert "exit codes: 0 done, 1 failure, 2 bad input" in subparser.description
+
+
+def test_prepare_synthetic_writes_stratified_lists(tmp_path):
+    out = tmp_path / "data"
+    assert cli.main(["prepare", "--source", "synthetic", "--out", str(out), "--per-class", "10",
+                     "--image-size", "32", "--test-fraction", "0.3"]) == EXIT_OK
+    train = pd.read_csv(out / "training_files.csv")
+    test = pd.read_csv(out / "testing_files.csv")
+    assert list(train.columns) == ["base_path", "type_dir", "file_name"]
+    assert test.groupby("type_dir").size().to_dict() == {c: 3 for c in CLASS_NAMES}
+    assert len(train) == 35
+    with Image.open(out / train.base_path[0] / train.type_dir[0] / train.file_name[0]) as im:
+        assert im.size == (32, 32)
+
+
+def test_prepare_download_offline_says_what_to_do(tmp_path, monkeypatch, capsys):
+    import keras
+
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    assert cli.main(["prepare", "--source", "download", "--out", str(tmp_path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "flower_photos.tgz" in err and "--source /path/to/flower_photos" in err
+
+
+def test_train_script_writes_a_complete_run_dir(synthetic_data, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "--train-list", str(synthetic_data / "training_files.csv"),
+           "--val-list", str(synthetic_data / "testing_files.csv"), "--model", "tiny", "--image-size", "32",
+           "--num-layers", "1", "--hidden-size", "32", "--mlp-dim", "32", "--epochs", "2", "--batch-size", "16",
+           "--out", str(run)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["class_names"] == CLASS_NAMES and config["model"]["image_size"] == [32, 32]
+    history = pd.read_csv(run / "history.csv")
+    assert history["epoch"].tolist() == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history.columns)
+    assert (run / "model.weights.h5").stat().st_size > 10_000
+    assert not (run / "backup").exists()  # BackupAndRestore cleans up after a finished run
+    with Image.open(run / "training_curves.png") as im:
+        assert im.size[0] >= 800 and len(set(im.convert("L").getdata())) > 10
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == EXIT_BAD_INPUT and "--overwrite" in again.stderr
+
+
+def test_predict_list_writes_tables_metrics_and_figures(tiny_run, synthetic_data, tmp_path):
+    out = tmp_path / "pred"
+    test_list = synthetic_data / "testing_files.csv"
+    assert cli.main(["predict", "--run", str(tiny_run), "--list", str(test_list), "--out", str(out)]) == EXIT_OK
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert list(table.columns) == ["file", "true", "pred"] + [f"prob_{c}" for c in CLASS_NAMES]
+    assert len(table) == len(pd.read_csv(test_list))
+    probs = table[[f"prob_{c}" for c in CLASS_NAMES]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+    assert (np.array(CLASS_NAMES)[probs.argmax(1)] == table["pred"]).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx((table["true"] == table["pred"]).mean())
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.sum() == len(table) and matrix.sum(axis=1).tolist() == [3] * 5
+    recall = metrics["per_class"]["daisy"]["recall"]
+    assert recall == pytest.approx(matrix[0, 0] / 3)
+    with Image.open(out / "prediction_grid.png") as im:
+        assert im.size == (1200, 1280)
+    with Image.open(out / "confusion_matrix.png") as im:
+        assert im.size[0] > 300
+    assert not (out / "skipped_files.csv").exists()
+
+
+def test_predict_images_skips_bad_files_and_reads_labels_from_folders(tiny_run, synthetic_data, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    shutil.copytree(synthetic_data / "images" / "roses", photos / "roses")
+    make_awkward_folder(photos / "tulips")
+    out = tmp_path / "pred"
+    assert cli.main(["predict", "--run", str(tiny_run), "--images", str(photos), "--out", str(out)]) == EXIT_OK
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert len(table) == 12 + len(GOOD)
+    assert set(table["true"]) == {"roses", "tulips"}
+    skipped = pd.read_csv(out / "skipped_files.csv")
+    assert sorted(Path(f).name for f in skipped["file"]) == sorted(BAD)
+    assert "skipped" in capsys.readouterr().out
+
+    strict_out = tmp_path / "strict"
+    code = cli.main(["predict", "--run", str(tiny_run), "--images", str(photos), "--out", str(strict_out), "--strict"])
+    assert code == EXIT_BAD_INPUT
+    assert "--strict" in capsys.readouterr().err
+    assert not (strict_out / "predictions.csv").exists()
+
+
+def test_predict_single_files_have_no_true_label(tiny_run, synthetic_data, tmp_path):
+    files = sorted((synthetic_data / "images" / "daisy").iterdir())[:3]
+    out = tmp_path / "pred"
+    assert cli.main(["predict", "--run", str(tiny_run), "--images", *map(str, files), "--out", str(out)]) == EXIT_OK
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert table["true"].tolist() == ["", "", ""]
+    assert not (out / "metrics.json").exists()
+
+
+def test_bad_inputs_exit_2_with_the_name(tiny_run, tmp_path, capsys):
+    assert cli.main(["predict", "--run", str(tmp_path / "nope"), "--images", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "nope: run dir not found" in capsys.readouterr().err
+    assert cli.main(["predict", "--run", str(tiny_run), "--images", str(tmp_path / "missing.jpg"),
+                     "--out", str(tmp_path)]) == 2
+    assert "missing.jpg: no such file or folder" in capsys.readouterr().err
+
+
+def test_a_crash_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
+    from vit_flowers import atomic
+
+    target = tmp_path / "predictions.csv"
+    atomic.write_csv(target, pd.DataFrame({"a": [1, 2]}))
+
+    def half_write(self, path, **kwargs):
+        Path(path).write_text("a\n1\n")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_write)
+    with pytest.raises(OSError):
+        atomic.write_csv(target, pd.DataFrame({"a": [3, 4, 5]}))
+    monkeypatch.undo()
+    assert pd.read_csv(target)["a"].tolist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+
+
+def test_training_skips_bad_images_and_strict_refuses_them(synthetic_data, tmp_path, capsys):
+    from vit_flowers.filelists import scan_class_folders, write_file_lists
+
+    data = tmp_path / "data"
+    for name in CLASS_NAMES:
+        shutil.copytree(synthetic_data / "images" / name, data / "images" / name)
+    make_awkward_folder(data / "images" / "roses")
+    write_file_lists(scan_class_folders(data / "images"), data, 0.2, seed=0)
+    train_list = pd.read_csv(data / "training_files.csv")
+    bad_in_train = sorted(set(train_list["file_name"]) & set(BAD))
+    assert bad_in_train
+    args = ["train", "--train-list", str(data / "training_files.csv"), "--model", "tiny", "--image-size", "32",
+            "--num-layers", "1", "--hidden-size", "32", "--mlp-dim", "32", "--epochs", "1", "--batch-size", "16"]
+    assert cli.main(args + ["--out", str(tmp_path / "strict"), "--strict"]) == EXIT_BAD_INPUT
+    assert "--strict" in capsys.readouterr().err
+    assert not (tmp_path / "strict" / "model.weights.h5").exists()
+    assert cli.main(args + ["--out", str(tmp_path / "run")]) == EXIT_OK
+    skipped = pd.read_csv(tmp_path / "run" / "skipped_files.csv")
+    assert sorted(Path(f).name for f in skipped["file"]) == bad_in_train
+    # the streamed path decodes batch by batch and reports the bad files it met
+    assert cli.main(args + ["--out", str(tmp_path / "streamed"), "--stream"]) == EXIT_OK
+    streamed = pd.read_csv(tmp_path / "streamed" / "skipped_files.csv")
+    assert 0 < len(streamed) and set(Path(f).name for f in streamed["file"]) <= set(bad_in_train)
+    assert len(pd.read_csv(tmp_path / "streamed" / "history.csv")) == 1
+    assert cli.main(args + ["--out", str(tmp_path / "both"), "--stream", "--strict"]) == EXIT_BAD_INPUT
+
+
+def test_demo_writes_a_run_dir_that_predict_takes_as_is(synthetic_data, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--per-class", "10", "--epochs", "2", "--image-size", "32"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert printed.strip().splitlines()[-1].startswith("test accuracy: ")
+    assert json.loads((out / "config.json").read_text())["model"]["class_names"] == CLASS_NAMES
+    table = pd.read_csv(out / "predictions" / "predictions.csv")
+    assert len(table) == 10  # 20% of 10 per class
+    with Image.open(out / "attention" / "attention_grid.png") as im:
+        assert len(set(im.convert("L").getdata())) > 50
+    # as a new user would: the demo's dir is a run dir
+    mine = tmp_path / "mine"
+    assert cli.main(["predict", "--run", str(out), "--images", str(synthetic_data / "images" / "tulips"),
+                     "--out", str(mine)]) == EXIT_OK
+    assert len(pd.read_csv(mine / "predictions.csv")) == 12

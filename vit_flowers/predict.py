@@ -1,0 +1,186 @@
+"""Predict images with a run dir's model; tables, metrics and figures.
+
+Inputs are a file list (labels from `type_dir`) or paths: files, or folders
+whose class subfolders give the true labels. Images are decoded chunk by
+chunk in background threads while the model works on the previous chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import atomic
+from .errors import BadInputError
+from .filelists import is_image_name, read_file_list
+from .images import SKIPPED_COLUMNS, decode_image, iter_image_chunks, write_skipped
+
+PREDICTIONS_FILE = "predictions.csv"
+METRICS_FILE = "metrics.json"
+GRID_FILE = "prediction_grid.png"
+CONFUSION_FILE = "confusion_matrix.png"
+SKIPPED_FILE = "skipped_files.csv"
+DISPLAY_SIZE = 160
+
+
+@dataclass
+class PredictionResult:
+    table: pd.DataFrame  # file, true, pred, prob_<class>...
+    skipped: pd.DataFrame  # file, reason
+    metrics: dict | None
+
+
+def collect_images(paths: Sequence[str | Path], class_names: Sequence[str]) -> pd.DataFrame:
+    """Rows (file, true) for files and folders; a folder's subfolders are
+    classes (true = the subfolder's name when it is a known class)."""
+    rows: list[tuple[str, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise BadInputError(f"{path}: no such file or folder")
+        if path.is_file():
+            rows.append((str(path), ""))
+            continue
+        for item in sorted(path.iterdir()):
+            if item.is_dir() and not is_image_name(item):
+                true = item.name if item.name in class_names else ""
+                rows += [(str(f), true) for f in sorted(item.iterdir()) if is_image_name(f)]
+            elif is_image_name(item):
+                rows.append((str(item), ""))
+    if not rows:
+        raise BadInputError(f"no image files found in {', '.join(str(p) for p in paths)}")
+    return pd.DataFrame(rows, columns=["file", "true"])
+
+
+def collect_list(csv_path: str | Path, class_names: Sequence[str]) -> pd.DataFrame:
+    """Rows (file, true) from a file list; unknown classes are an error."""
+    frame = read_file_list(csv_path, class_names)
+    return pd.DataFrame({"file": frame["path"], "true": [class_names[i] for i in frame["label"]]})
+
+
+def predict_files(
+    model,
+    files: Sequence[str],
+    image_size: tuple[int, int],
+    batch_size: int = 32,
+    chunk_size: int = 256,
+    progress: bool = True,
+    strict: bool = False,
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Class probabilities for the readable files: (probs, kept indices, skipped)."""
+    from .datasets import preprocess
+
+    bar = None
+    if progress:
+        from keras.utils import Progbar
+
+        bar = Progbar(len(files), unit_name="image")
+    probs, kept, skipped = [], [], []
+    for offset, chunk in iter_image_chunks(list(files), image_size, chunk_size):
+        if strict and len(chunk.skipped):
+            first = chunk.skipped.iloc[0]
+            raise BadInputError(f"{first['file']}: {first['reason']} (--strict stops at the first bad file)")
+        skipped.append(chunk.skipped)
+        if len(chunk.images):
+            x = preprocess(chunk.images)
+            probs.append(model.predict(x, batch_size=batch_size, verbose=0))
+            kept.append(chunk.kept + offset)
+        if bar is not None:
+            bar.update(min(offset + chunk_size, len(files)))
+    num_classes = model.output_shape[-1]
+    return (
+        np.concatenate(probs) if probs else np.zeros((0, num_classes), np.float32),
+        np.concatenate(kept) if kept else np.zeros((0,), np.int64),
+        pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame(columns=SKIPPED_COLUMNS),
+    )
+
+
+def predictions_table(files: Sequence[str], true: Sequence[str], probs: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
+    """One row per image: file, true (empty if unknown), pred, prob_<class>..."""
+    table = pd.DataFrame({"file": list(files), "true": list(true),
+                          "pred": [class_names[i] for i in probs.argmax(axis=1)]})
+    for k, name in enumerate(class_names):
+        table[f"prob_{name}"] = probs[:, k]
+    return table
+
+
+def compute_metrics(table: pd.DataFrame, class_names: Sequence[str]) -> dict | None:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix over
+    the rows with a known true label; None when no row has one."""
+    labelled = table[table["true"] != ""]
+    if labelled.empty:
+        return None
+    matrix = (
+        pd.crosstab(pd.Categorical(labelled["true"], class_names), pd.Categorical(labelled["pred"], class_names),
+                    dropna=False)
+        .reindex(index=class_names, columns=class_names, fill_value=0)
+        .to_numpy()
+    )
+    per_class = {}
+    for k, name in enumerate(class_names):
+        tp = int(matrix[k, k])
+        predicted, actual = int(matrix[:, k].sum()), int(matrix[k, :].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+    return {
+        "accuracy": float(np.trace(matrix) / matrix.sum()),
+        "count": int(matrix.sum()),
+        "per_class": per_class,
+        "class_names": list(class_names),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def grid_images(files: Sequence[str], size: int = DISPLAY_SIZE) -> np.ndarray:
+    """Decode a few files again at a display size for figures."""
+    return np.stack([decode_image(f, (size, size)) for f in files]) if len(files) else np.zeros((0, size, size, 3), np.uint8)
+
+
+def write_outputs(result: PredictionResult, class_names: Sequence[str], out_dir: str | Path) -> list[Path]:
+    """predictions.csv, skipped_files.csv, metrics.json and the two figures."""
+    from .plots import confusion_matrix_figure, evenly_spaced, prediction_grid
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [atomic.write_csv(out_dir / PREDICTIONS_FILE, result.table)]
+    skipped = write_skipped(result.skipped, out_dir / SKIPPED_FILE)
+    if skipped is not None:
+        written.append(skipped)
+    table = result.table
+    if len(table):
+        picks = evenly_spaced(len(table), 16)
+        rows = table.iloc[picks]
+        confidence = rows[[f"prob_{c}" for c in class_names]].max(axis=1).to_numpy()
+        written.append(prediction_grid(grid_images(rows["file"].tolist()), rows["true"].tolist(),
+                                       rows["pred"].tolist(), out_dir / GRID_FILE, confidence=confidence))
+    if result.metrics is not None:
+        written.append(atomic.write_json(out_dir / METRICS_FILE, result.metrics))
+        written.append(confusion_matrix_figure(np.array(result.metrics["confusion_matrix"]), class_names,
+                                               out_dir / CONFUSION_FILE))
+    return written
+
+
+def predict_inputs(model, run_config, inputs: pd.DataFrame, batch_size: int = 32,
+                   strict: bool = False, progress: bool = True) -> PredictionResult:
+    """Predict the rows (file, true) of `inputs` with a loaded model."""
+    class_names = run_config.model.class_names
+    size = tuple(run_config.model.image_size)
+    probs, kept, skipped = predict_files(model, inputs["file"].tolist(), size, batch_size,
+                                         progress=progress, strict=strict)
+    rows = inputs.iloc[kept]
+    table = predictions_table(rows["file"].tolist(), rows["true"].tolist(), probs, class_names)
+    return PredictionResult(table=table, skipped=skipped, metrics=compute_metrics(table, class_names))
+
+
+def metrics_summary(metrics: dict | None) -> str:
+    """One line for the terminal."""
+    if metrics is None:
+        return "no true labels: accuracy not computed"
+    return f"test accuracy: {metrics['accuracy']:.3f} ({metrics['count']} images)"
+
