@@ -1,0 +1,11 @@
+"""Attention comparison figures: `python scripts/plot_comparison.py --help`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vit_flowers.cli import script_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(script_main("plot"))

@@ -1,0 +1,410 @@
+"""Attention rollout: equal to vit_keras, batched, non-square, class-specific,
+and the `plot` command end to end on a tiny run dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vit_flowers import attention as at
+
+NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+
+
+# ------------------------------------------------------------ helpers
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def random_attention(rng, n=2, layers=3, heads=2, grid=(3, 4), sharp=3.0) -> np.ndarray:
+    tokens = grid[0] * grid[1] + 1
+    return softmax_rows(sharp * rng.normal(size=(n, layers, heads, tokens, tokens)))
+
+
+def reference_mask(weights: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """vit_keras' rollout math for one image: weights (layers, heads, T, T) -> grid mask."""
+    reshaped = weights.mean(axis=1)
+    reshaped = reshaped + np.eye(reshaped.shape[1])
+    reshaped = reshaped / reshaped.sum(axis=(1, 2))[:, np.newaxis, np.newaxis]
+    v = reshaped[-1]
+    for n in range(1, len(reshaped)):
+        v = np.matmul(v, reshaped[-1 - n])
+    mask = v[0, 1:].reshape(grid)
+    return mask / mask.max()
+
+
+def vit_keras_masks(backbone, batch: np.ndarray) -> list[np.ndarray]:
+    """The upsampled masks vit_keras.visualize.attention_map multiplies each image by
+    (its steps replicated; the sub-model built once for the batch)."""
+    import keras
+    from vit_keras import layers, vit
+
+    h, w = backbone.input_shape[1], backbone.input_shape[2]
+    outputs = [l.output[1] for l in backbone.layers if isinstance(l, layers.TransformerBlock)]
+    sub = keras.models.Model(inputs=backbone.inputs, outputs=outputs)
+    masks = []
+    for image in batch:
+        x = vit.preprocess_inputs(cv2.resize(image, (h, w)))[np.newaxis, :]
+        weights = np.array(sub.predict(x, verbose=0))
+        side = int(np.sqrt(weights.shape[3] - 1))
+        grid = reference_mask(weights[:, 0], (side, side))
+        masks.append(cv2.resize(grid, (image.shape[1], image.shape[0])))
+    return masks
+
+
+def images(seed: int, n: int, size=(32, 32)) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n, *size, 3)) * 255).astype("uint8")
+
+
+# ------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def classifier():
+    import keras
+
+    from vit_flowers.model import build_classifier, model_config
+
+    keras.utils.set_random_seed(7)
+    return build_classifier(model_config("tiny", NAMES, 32, num_layers=3), load_pretrained=False)
+
+
+@pytest.fixture(scope="module")
+def wide_classifier():
+    import keras
+
+    from vit_flowers.model import build_classifier, model_config
+
+    keras.utils.set_random_seed(8)
+    return build_classifier(model_config("tiny", NAMES, [32, 48], num_layers=2), load_pretrained=False)
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """A tiny run trained 1 epoch on synthetic flowers, and an untrained twin."""
+    from vit_flowers.config import RunConfig, TrainConfig
+    from vit_flowers.filelists import write_file_lists
+    from vit_flowers.model import build_classifier, model_config, save_run
+    from vit_flowers.synthetic import write_synthetic_flowers
+    from vit_flowers.train import train_run
+
+    root = tmp_path_factory.mktemp("attn")
+    rows = write_synthetic_flowers(root / "data" / "images", n_per_class=6, size=40, seed=1)
+    train_list, test_list = write_file_lists(rows, root / "data", 0.34, seed=0)
+    config = RunConfig(model=model_config("tiny", NAMES, 32, num_layers=2),
+                       train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3, augment="none", patience=1,
+                                         train_list=str(train_list), val_list=""))
+    train_run(config, root / "trained" / "run", overwrite=True, verbose=0)
+    import keras
+
+    keras.utils.set_random_seed(3)
+    save_run(build_classifier(config.model, load_pretrained=False), config, root / "untrained" / "run")
+    return {"trained": root / "trained" / "run", "untrained": root / "untrained" / "run",
+            "test_list": test_list, "images": root / "data" / "images"}
+
+
+# ------------------------------------------------------------ pure rollout
+def test_uniform_attention_gives_uniform_map():
+    tokens = 13
+    uniform = np.full((1, 3, 2, tokens, tokens), 1.0 / tokens)
+    mask = at.rollout(uniform, (3, 4))
+    np.testing.assert_allclose(mask, np.ones((1, 3, 4)), atol=1e-12)
+
+
+def test_identity_attention_gives_a_flat_zero_map():
+    # Every token attends only to itself: no patch reaches the class token,
+    # so the map is flat (all zeros), with no division by zero.
+    identity = np.broadcast_to(np.eye(13), (2, 3, 2, 13, 13))
+    mask = at.rollout(identity, (3, 4))
+    assert np.all(np.isfinite(mask)) and np.all(mask == 0.0)
+    maps = at.render_maps(mask, images(0, 2, (30, 40)))
+    assert maps.masked.max() == 0
+
+
+def test_rollout_matches_vit_keras_math_on_synthetic_attention():
+    rng = np.random.default_rng(0)
+    attention = random_attention(rng, n=3, grid=(3, 3))
+    mask = at.rollout(attention, (3, 3))
+    for i in range(3):
+        np.testing.assert_allclose(mask[i], reference_mask(attention[i], (3, 3)), atol=1e-12)
+
+
+def test_discard_zero_equals_no_discard():
+    rng = np.random.default_rng(1)
+    attention = random_attention(rng)
+    for fusion in at.HEAD_FUSIONS:
+        for norm in at.NORMALIZATIONS:
+            np.testing.assert_array_equal(
+                at.rollout(attention, (3, 4), fusion, discard_ratio=0.0, normalize=norm),
+                at.rollout(attention, (3, 4), fusion, normalize=norm))
+
+
+def test_discard_applies_to_every_image_of_a_batch():
+    rng = np.random.default_rng(2)
+    attention = random_attention(rng, n=2)
+    batch = at.rollout(attention, (3, 4), discard_ratio=0.6)
+    for i in range(2):
+        alone = at.rollout(attention[i:i + 1], (3, 4), discard_ratio=0.6)
+        np.testing.assert_allclose(batch[i], alone[0], atol=1e-12)
+        # and it changed every image, not only the first
+        assert np.abs(batch[i] - at.rollout(attention[i:i + 1], (3, 4))[0]).max() > 1e-3
+
+
+def test_discard_lowest_zeroes_patch_entries_only():
+    rng = np.random.default_rng(3)
+    fused = at.fuse_heads(random_attention(rng, n=2), "mean", axis=2)  # (2, 3, 13, 13)
+    out = at.discard_lowest(fused, 0.5)
+    expected = int(0.5 * 12 * 12)
+    zeros = (out[..., 1:, 1:] == 0).reshape(2 * 3, -1).sum(axis=1)
+    assert np.all(zeros == expected)
+    np.testing.assert_array_equal(out[..., 0, :], fused[..., 0, :])  # class token row kept
+    np.testing.assert_array_equal(out[..., :, 0], fused[..., :, 0])  # class token column kept
+    for before, after in zip(fused.reshape(-1, 13, 13), out.reshape(-1, 13, 13)):
+        patches_before, patches_after = before[1:, 1:], after[1:, 1:]
+        assert patches_before[patches_after == 0].max() <= patches_after[patches_after > 0].min()
+
+
+def test_attention_forced_onto_one_patch_peaks_there():
+    grid = (4, 6)
+    tokens = grid[0] * grid[1] + 1
+    target = (2, 5)
+    k = 1 + target[0] * grid[1] + target[1]
+    attention = np.full((1, 3, 2, tokens, tokens), 0.1 / (tokens - 1))
+    attention[..., k] = 0.9  # every query attends to patch k
+    mask = at.rollout(attention, grid)
+    assert np.unravel_index(mask[0].argmax(), grid) == target
+    assert mask[0].max() == 1.0 and np.sort(mask[0].ravel())[-2] < 0.5
+    maps = at.render_maps(mask, images(0, 1, (32, 48)))
+    assert maps.mask.shape == (1, 32, 48)
+    row, col = np.unravel_index(maps.mask[0].argmax(), (32, 48))
+    assert 16 <= row < 24 and 40 <= col < 48  # inside the patch's pixels: (height, width) not swapped
+
+
+def test_row_normalisation_is_the_papers():
+    rng = np.random.default_rng(4)
+    attention = random_attention(rng, n=1)
+    fused = at.fuse_heads(attention, "max", axis=2)[0]
+    a = fused + np.eye(fused.shape[-1])
+    a = a / a.sum(axis=-1, keepdims=True)
+    joint = a[0]
+    for layer in a[1:]:
+        joint = layer @ joint
+    expected = joint[0, 1:] / joint[0, 1:].max()
+    got = at.rollout(attention, (3, 4), "max", normalize="row")[0].ravel()
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_layer_range_selects_layers():
+    rng = np.random.default_rng(5)
+    attention = random_attention(rng, n=1, layers=4)
+    np.testing.assert_allclose(at.rollout(attention, (3, 4), start=1, stop=3),
+                               at.rollout(attention[:, 1:3], (3, 4)), atol=1e-12)
+    with pytest.raises(ValueError):
+        at.rollout(attention, (3, 4), start=3, stop=1)
+
+
+def test_distance_matrix_and_mean_distance():
+    d = at.distance_matrix((2, 3), 8)
+    assert d[0, 5] == pytest.approx(8 * np.sqrt(5)) and d[0, 0] == 0 and d[1, 3] == pytest.approx(8 * np.sqrt(2))
+    attention = np.zeros((1, 7, 7))
+    attention[0, 1:, 6] = 1.0  # every patch attends to the last patch (1, 2)
+    expected = np.mean([d[q, 5] for q in range(6)])
+    assert at.mean_attention_distance(attention, (2, 3), 8)[0] == pytest.approx(expected)
+
+
+# ------------------------------------------------------------ against vit_keras
+def test_equal_to_vit_keras_attention_map(classifier):
+    from vit_keras import visualize
+
+    backbone = classifier.layers[0]
+    batch = images(10, 3)
+    maps = at.explainer_for(classifier).rollout(batch)
+    worst_mask, worst_pixel = 0.0, 0
+    for i, (image, reference) in enumerate(zip(batch, vit_keras_masks(backbone, batch))):
+        vk = visualize.attention_map(model=backbone, image=image)
+        np.testing.assert_array_equal(vk, (reference[..., np.newaxis] * image).astype("uint8"))
+        worst_mask = max(worst_mask, float(np.abs(maps.mask[i] - reference).max()))
+        diff = np.abs(maps.masked[i].astype(int) - vk.astype(int))
+        worst_pixel = max(worst_pixel, int(diff.max()))
+        assert (diff == 0).mean() > 0.99  # uint8 truncation may flip a rare pixel by one
+    print(f"max |mask - vit_keras mask| = {worst_mask:.2e}, max pixel diff = {worst_pixel}")
+    assert worst_mask < 1e-4
+    assert worst_pixel <= 1
+
+
+def test_equal_to_vit_keras_on_other_image_sizes(classifier):
+    """Images of any size are resized to the model and the mask back to the image."""
+    from vit_keras import visualize
+
+    backbone = classifier.layers[0]
+    image = images(11, 1, (30, 50))[0]
+    got = at.attention_map(classifier, image)
+    assert got.shape == image.shape
+    reference = vit_keras_masks(backbone, image[np.newaxis])[0]
+    mask = at.explainer_for(backbone).rollout(image).mask[0]
+    assert np.abs(mask - reference).max() < 1e-4
+    assert np.abs(got.astype(int) - visualize.attention_map(model=backbone, image=image).astype(int)).max() <= 1
+
+
+def test_explainer_is_cached_and_traced_once(classifier):
+    first = at.explainer_for(classifier)
+    assert at.explainer_for(classifier) is first
+    first.summarize(images(1, 3), batch_size=2)
+    first.summarize(images(2, 5), batch_size=4)
+    assert first._summary_fn("mean").experimental_get_tracing_count() == 1
+
+
+def test_batched_equals_one_by_one_with_discard(classifier):
+    explainer = at.explainer_for(classifier)
+    batch = images(12, 2)
+    together = explainer.rollout(batch, discard_ratio=0.5, head_fusion="max")
+    for i in range(2):
+        alone = explainer.rollout(batch[i:i + 1], discard_ratio=0.5, head_fusion="max")
+        np.testing.assert_allclose(together.grid[i], alone.grid[0], atol=1e-5)
+
+
+def test_summary_matches_full_attention(classifier):
+    explainer = at.explainer_for(classifier)
+    batch = images(13, 2)
+    full = explainer.attention_weights(batch)
+    assert full.shape == (2, 3, 4, 17, 17)
+    summary = explainer.summarize(batch, "min")
+    np.testing.assert_allclose(summary.fused, full.min(axis=2), atol=1e-6)
+    np.testing.assert_allclose(explainer.per_head(summary, 1), full[:, 1, :, 0, 1:].reshape(2, 4, 4, 4), atol=1e-6)
+    np.testing.assert_allclose(summary.distance, at.mean_attention_distance(full, (4, 4), 8), rtol=1e-4)
+    probs = classifier.predict(explainer.prepare(batch), verbose=0)
+    np.testing.assert_allclose(summary.probs, probs, atol=1e-5)
+
+
+def test_class_specific_maps_differ_between_classes(classifier):
+    explainer = at.explainer_for(classifier)
+    image = images(14, 1)
+    zero = explainer.class_rollout(image, 0)
+    one = explainer.class_rollout(image, 1)
+    assert zero.class_index.tolist() == [0] and one.class_index.tolist() == [1]
+    assert np.abs(zero.grid - one.grid).max() > 1e-2
+    predicted = explainer.class_rollout(images(15, 3))
+    np.testing.assert_array_equal(predicted.class_index, predicted.probs.argmax(axis=1))
+    with pytest.raises(ValueError):
+        explainer.class_rollout(image, 5)
+    with pytest.raises(ValueError):
+        at.explainer_for(classifier.layers[0]).class_rollout(image, 0)
+
+
+def test_non_square_grid(wide_classifier):
+    from vit_keras import visualize
+
+    with pytest.raises(ValueError):  # vit_keras assumes a square grid
+        visualize.attention_map(model=wide_classifier.layers[0], image=images(18, 1, (32, 48))[0])
+    explainer = at.explainer_for(wide_classifier)
+    assert explainer.grid == (4, 6) and explainer.input_size == (32, 48)
+    batch = images(16, 2, (32, 48))
+    maps = explainer.rollout(batch, display=images(17, 2, (64, 96)))
+    assert maps.grid.shape == (2, 4, 6)
+    assert maps.mask.shape == (2, 64, 96) and maps.overlay.shape == (2, 64, 96, 3)
+    np.testing.assert_allclose(maps.grid, at.rollout(explainer.attention_weights(batch), (4, 6)), atol=1e-6)
+    own = explainer.rollout(batch)
+    assert own.mask.shape == (2, 32, 48) and own.masked.shape == (2, 32, 48, 3)
+    np.testing.assert_allclose(own.mask[0], cv2.resize(own.grid[0], (48, 32)), atol=1e-12)
+    assert explainer.per_head(explainer.summarize(batch)).shape == (2, 4, 4, 6)
+
+
+# ------------------------------------------------------------ the plot command
+def _png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _predicted(run_dir: Path, test_list: Path) -> pd.DataFrame:
+    from vit_flowers.model import load_run
+    from vit_flowers.predict import collect_list, predict_inputs
+
+    model, config = load_run(run_dir)
+    return predict_inputs(model, config, collect_list(test_list, NAMES), progress=False).table
+
+
+def test_plot_command_two_runs(runs, tmp_path):
+    from vit_flowers.cli import main
+
+    out = tmp_path / "plot"
+    code = main(["plot", "--run", str(runs["untrained"]), "--run", str(runs["trained"]),
+                 "--list", str(runs["test_list"]), "--out", str(out), "--limit", "3", "--class", "predicted",
+                 "--discard-ratio", "0.2"])
+    assert code == 0
+    selection = pd.read_csv(out / "attention_selection.csv", keep_default_na=False)
+    assert len(selection) == 3
+    for name in ["attention_grid.png", "comparison_grid.png", "per_head.png", "attention_distance.png",
+                 "seed_attention.png", *selection["figure"]]:
+        pixels = _png(out / name)
+        assert pixels.shape[0] >= 200 and pixels.shape[1] >= 300, name
+        assert pixels.std() > 10, f"{name} looks blank"
+    per_image = _png(out / selection["figure"][0])
+    assert per_image.shape[1] > 3.0 * per_image.shape[0]  # four panels with --class
+    assert not (out / "skipped_files.csv").exists()
+
+
+def test_plot_only_wrong_and_correct(runs, tmp_path):
+    from vit_flowers.comparison import plot_comparison
+
+    table = _predicted(runs["untrained"], runs["test_list"])
+    wrong = table[table["true"] != table["pred"]]
+    right = table[table["true"] == table["pred"]]
+    assert len(wrong) > 0
+    for only, expected in (("wrong", wrong), ("correct", right)):
+        out = tmp_path / only
+        plot_comparison([runs["untrained"]], out, list_csv=runs["test_list"], limit=4, only=only, progress=False)
+        selection = pd.read_csv(out / "attention_selection.csv", keep_default_na=False)
+        assert len(selection) == min(4, len(expected))
+        assert set(selection["file"]) <= set(expected["file"])
+        if only == "wrong":
+            assert (selection["true"] != selection["pred"]).all()
+            assert not (out / "comparison_grid.png").exists()
+        else:
+            assert (selection["true"] == selection["pred"]).all()
+
+
+def test_plot_skips_bad_images(runs, tmp_path):
+    from vit_flowers.cli import main
+
+    folder = tmp_path / "inputs"
+    (folder / "roses").mkdir(parents=True)
+    good = sorted((runs["images"] / "roses").iterdir())[:2]
+    for f in good:
+        (folder / "roses" / f.name).write_bytes(f.read_bytes())
+    (folder / "roses" / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "plot"
+    assert main(["plot", "--run", str(runs["trained"]), "--images", str(folder), "--out", str(out)]) == 0
+    skipped = pd.read_csv(out / "skipped_files.csv")
+    assert skipped["file"].tolist() == [str(folder / "roses" / "broken.jpg")]
+    assert skipped["reason"].str.len().min() > 0
+    assert len(pd.read_csv(out / "attention_selection.csv")) == 2
+    assert len(list(out.glob("attention_0*.png"))) == 2
+
+
+def test_plot_nothing_to_show_still_finishes(runs, tmp_path):
+    from vit_flowers.cli import main
+
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for f in sorted((runs["images"] / "daisy").iterdir())[:2]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "plot"
+    # no true labels: no prediction can be called correct
+    assert main(["plot", "--run", str(runs["trained"]), "--images", str(folder), "--out", str(out),
+                 "--only", "correct"]) == 0
+    assert pd.read_csv(out / "attention_selection.csv").empty
+    assert not list(out.glob("*.png"))
+
+
+def test_plot_bad_options_exit_2(runs, tmp_path):
+    from vit_flowers.cli import main
+
+    base = ["plot", "--list", str(runs["test_list"]), "--out", str(tmp_path / "x")]
+    assert main(base + ["--run", str(runs["trained"]), "--class", "orchid"]) == 2
+    assert main(base + ["--run", str(runs["trained"])] * 3) == 2
+    assert main(base + ["--run", str(runs["trained"]), "--head-layer", "7"]) == 2
+    assert main(base + ["--run", str(tmp_path / "nowhere")]) == 2

@@ -1,0 +1,319 @@
+"""The `plot` command: attention figures for one run dir, or two side by side.
+
+Reads the images (a file list or paths), predicts them with the first run,
+keeps all, the correct or the wrong predictions, picks up to `limit` spread
+over the list, and writes for those:
+
+- `attention_<k>_<name>.png`: Original | Attention Map (the seed's masked
+  image) | Overlay, titled with true label, prediction and confidence; with
+  `--class`, a fourth panel holds the class-specific map;
+- `attention_grid.png`: the prediction grid with each image's attention beneath;
+- `comparison_grid.png` (two runs): both runs' attention on the same images;
+- `per_head.png`, `attention_distance.png`: the first run's heads;
+- `seed_attention.png`: the seed's own call on the first image, for reference;
+- `attention_selection.csv` (the images shown) and `skipped_files.csv`.
+
+Filters (`--only`) use the first run's predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import EXIT_OK, BadInputError
+
+if TYPE_CHECKING:
+    from .attention import AttentionExplainer, AttentionMaps, AttentionSummary
+
+ONLY = ("all", "correct", "wrong")
+MAX_RUNS = 2
+PREDICTED = "predicted"
+DISPLAY_MIN = 192  # images smaller than this are shown enlarged, the mask drawn at that size
+PER_HEAD_IMAGES = 4
+GRID_FILE = "attention_grid.png"
+COMPARISON_FILE = "comparison_grid.png"
+PER_HEAD_FILE = "per_head.png"
+DISTANCE_FILE = "attention_distance.png"
+SEED_FILE = "seed_attention.png"
+SELECTION_FILE = "attention_selection.csv"
+
+
+def add_plot_args(p: argparse.ArgumentParser) -> None:
+    """Options of `vit-flowers plot`."""
+    from .attention import HEAD_FUSIONS, NORMALIZATIONS
+    from .model import DEFAULT_MODEL_DIR
+
+    p.add_argument("--run", type=Path, action="append", metavar="RUN_DIR",
+                   help=f"run dir (config.json + model.weights.h5); give it twice to compare two runs on the "
+                        f"same images; none given: {DEFAULT_MODEL_DIR}")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--list", type=Path, metavar="CSV", help="file list CSV; true labels from type_dir")
+    src.add_argument("--images", nargs="+", type=Path, metavar="PATH",
+                     help="image files or folders; a folder's class subfolders give true labels")
+    p.add_argument("--out", type=Path, required=True, help="output dir for the figures")
+    p.add_argument("--only", choices=ONLY, default="all",
+                   help="show all images, or only those the first run predicts correctly / wrongly")
+    p.add_argument("--limit", type=int, default=16, help="most images to show, spread over the list")
+    p.add_argument("--head-fusion", choices=HEAD_FUSIONS, default="mean",
+                   help="how heads are fused in each layer before the rollout (vit_keras: mean)")
+    p.add_argument("--discard-ratio", type=float, default=0.0,
+                   help="share of the lowest patch-to-patch attentions zeroed in every layer (0 = none, "
+                        "as vit_keras); the class token's attention is never discarded")
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default="matrix",
+                   help="matrix: divide A+I by its total (vit_keras); row: by each row (the rollout paper)")
+    p.add_argument("--start-layer", type=int, default=0, help="first layer of the rollout (Python index)")
+    p.add_argument("--stop-layer", type=int, default=None, help="layer after the last one rolled out (None: through the last layer)")
+    p.add_argument("--head-layer", type=int, default=-1, help="layer shown in per_head.png (-1: the last)")
+    p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                   help=f"add a class-specific (gradient-weighted) map of the first run for class NAME, or '{PREDICTED}' "
+                        f"for each image's predicted class")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call")
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """Run `vit-flowers plot`; 0 when done."""
+    from .model import resolve_run
+
+    runs = list(args.run) if args.run else [resolve_run(None)]
+    written = plot_comparison(
+        runs, args.out, list_csv=args.list, images=args.images, limit=args.limit, only=args.only,
+        head_fusion=args.head_fusion, discard_ratio=args.discard_ratio, class_name=args.class_name,
+        batch_size=args.batch_size, normalize=args.normalize, start_layer=args.start_layer,
+        stop_layer=args.stop_layer, head_layer=args.head_layer,
+    )
+    print(f"{len(written)} files -> {args.out}")
+    return EXIT_OK
+
+
+def run_names(run_dirs: Sequence[str | Path]) -> list[str]:
+    """Short distinct names for figure titles: the dir name, with its parent when needed."""
+    paths = [Path(d).resolve() for d in run_dirs]
+    names = [p.name for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{p.parent.name}/{p.name}" for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{n} #{k + 1}" for k, n in enumerate(names)]
+    return names
+
+
+def display_size(model_size: Sequence[int]) -> tuple[int, int]:
+    """Model input size scaled up by a whole factor until the longer side is at least DISPLAY_MIN."""
+    height, width = int(model_size[0]), int(model_size[1])
+    factor = max(1, math.ceil(DISPLAY_MIN / max(height, width)))
+    return height * factor, width * factor
+
+
+def select_rows(table: pd.DataFrame, only: str, limit: int) -> pd.DataFrame:
+    """Rows matching `only` (correct/wrong need a true label), `limit` spread over them."""
+    from .plots import evenly_spaced
+
+    labelled = table["true"] != ""
+    if only == "correct":
+        table = table[labelled & (table["true"] == table["pred"])]
+    elif only == "wrong":
+        table = table[labelled & (table["true"] != table["pred"])]
+    return table.iloc[evenly_spaced(len(table), limit)]
+
+
+def _safe_name(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem)[:60] or "image"
+
+
+def _decode(files: Sequence[str], sizes: Sequence[tuple[int, int]]):
+    """Decode `files` at each size: (one array per size, kept indices, skipped (file, reason))."""
+    from .images import load_images
+
+    first = load_images(files, sizes[0], progress=False)
+    kept = first.kept.tolist()
+    others = [load_images([files[i] for i in kept], size, progress=False).images for size in sizes[1:]]
+    return [first.images, *others], kept, list(first.skipped.itertuples(index=False, name=None))
+
+
+def _check_options(run_dirs, list_csv, images, limit, only, discard_ratio, batch_size) -> None:
+    if not 1 <= len(run_dirs) <= MAX_RUNS:
+        raise BadInputError(f"--run: give one or two run dirs, got {len(run_dirs)}")
+    if (list_csv is None) == (images is None):
+        raise BadInputError("give exactly one of --list CSV or --images PATH ...")
+    if only not in ONLY:
+        raise BadInputError(f"--only {only!r}: choose one of {ONLY}")
+    if limit < 1:
+        raise BadInputError(f"--limit must be at least 1, got {limit}")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise BadInputError(f"--discard-ratio must be in [0, 1), got {discard_ratio}")
+    if batch_size < 1:
+        raise BadInputError(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def _check_layers(num_layers: int, start: int, stop: Optional[int], head_layer: int, run_dir: Path) -> None:
+    if not range(num_layers)[start:stop]:
+        raise BadInputError(f"--start-layer {start} --stop-layer {stop}: no layer of the {num_layers} of {run_dir}")
+    if not -num_layers <= head_layer < num_layers:
+        raise BadInputError(f"--head-layer {head_layer}: {run_dir} has {num_layers} layers")
+
+
+def _class_target(class_name: Optional[str], class_names: Sequence[str], run_dir: Path) -> Optional[int]:
+    """-1 for 'predicted', the class index for a name, None for no class-specific map."""
+    if class_name is None:
+        return None
+    if class_name == PREDICTED:
+        return -1
+    if class_name not in class_names:
+        raise BadInputError(f"--class {class_name!r}: not a class of {run_dir} ({', '.join(class_names)})")
+    return list(class_names).index(class_name)
+
+
+@dataclass
+class RunView:
+    """One run's predictions and attention on the chosen images."""
+
+    name: str
+    pred: list[str]
+    confidence: np.ndarray
+    maps: "AttentionMaps"
+    summary: "AttentionSummary"
+    explainer: "AttentionExplainer"
+    class_maps: Optional["AttentionMaps"] = None
+    class_names: Sequence[str] = ()
+
+
+def explain_run(model, class_names: Sequence[str], name: str, model_images: np.ndarray, display: np.ndarray,
+                options: dict, target: Optional[int], batch_size: int, progress: bool) -> RunView:
+    """Predictions, rollout maps (drawn on `display`) and, with a target, class-specific maps."""
+    from .attention import explainer_for
+
+    explainer = explainer_for(model)
+    summary = explainer.summarize(model_images, options["head_fusion"], batch_size, progress=progress)
+    rollout = {k: options[k] for k in ("discard_ratio", "start", "stop", "normalize")}
+    maps = explainer.maps(summary, display, **rollout)
+    class_maps = None
+    if target is not None:
+        class_maps = explainer.class_rollout(model_images, None if target < 0 else target, display=display,
+                                             batch_size=batch_size, **rollout)
+    return RunView(name=name, pred=[class_names[i] for i in summary.probs.argmax(axis=1)],
+                   confidence=summary.probs.max(axis=1), maps=maps, summary=summary, explainer=explainer,
+                   class_maps=class_maps, class_names=class_names)
+
+
+def write_figures(out_dir: Path, files: Sequence[str], true: Sequence[str], display: np.ndarray,
+                  views: Sequence[RunView], head_layer: int, progress: bool) -> tuple[list[Path], list[str]]:
+    """Every figure of the command; returns (files written, per-image figure names)."""
+    from keras.utils import Progbar
+
+    from . import plots
+
+    first = views[0]
+    written, figure_names = [], []
+    bar = Progbar(len(files), unit_name="figure") if progress and len(files) > 1 else None
+    for i, f in enumerate(files):
+        name = f"attention_{i:02d}_{_safe_name(f)}.png"
+        figure_names.append(name)
+        title = plots.prediction_title(true[i], first.pred[i], first.confidence[i]).replace("\n", "   ")
+        extra = None
+        if first.class_maps is not None:
+            extra = (first.class_maps.overlay[i], f"class map: {first.class_names[first.class_maps.class_index[i]]}")
+        written.append(plots.attention_figure(display[i], first.maps.masked[i], first.maps.overlay[i],
+                                              f"{first.name}: {title}", out_dir / name,
+                                              wrong=bool(true[i]) and true[i] != first.pred[i], extra=extra))
+        if bar is not None:
+            bar.update(i + 1)
+    written.append(plots.attention_grid(display, first.maps.masked, true, first.pred, out_dir / GRID_FILE,
+                                        confidence=first.confidence))
+    if len(views) > 1:
+        written.append(plots.comparison_grid(display, [v.maps.masked for v in views], [v.name for v in views], true,
+                                             [v.pred for v in views], [v.confidence for v in views],
+                                             out_dir / COMPARISON_FILE))
+    explainer = first.explainer
+    layer = range(explainer.num_layers)[head_layer]
+    written.append(plots.per_head_figure(
+        display[:PER_HEAD_IMAGES], explainer.per_head(first.summary, head_layer)[:PER_HEAD_IMAGES],
+        f"layer {layer} of {explainer.num_layers} ({first.name})", out_dir / PER_HEAD_FILE))
+    written.append(plots.attention_distance_figure(
+        first.summary.distance.mean(axis=0), out_dir / DISTANCE_FILE,
+        f"mean attention distance, {first.name}\n({len(files)} images, patch {explainer.patch_size} px)"))
+    return written, figure_names
+
+
+def plot_comparison(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    list_csv: str | Path | None = None,
+    images: Sequence[str | Path] | None = None,
+    limit: int = 16,
+    only: str = "all",
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    class_name: Optional[str] = None,
+    batch_size: int = 32,
+    normalize: str = "matrix",
+    start_layer: int = 0,
+    stop_layer: Optional[int] = None,
+    head_layer: int = -1,
+    progress: bool = True,
+) -> list[Path]:
+    """Write the attention figures for one or two run dirs; returns the files written."""
+    from . import atomic, plots
+    from .images import SKIPPED_COLUMNS, write_skipped
+    from .model import load_run
+    from .predict import SKIPPED_FILE, collect_images, collect_list, predict_files, predictions_table
+
+    _check_options(run_dirs, list_csv, images, limit, only, discard_ratio, batch_size)
+    out_dir = Path(out_dir)
+    runs = [load_run(d) for d in run_dirs]
+    names = run_names(run_dirs)
+    model, config = runs[0]
+    class_names = config.model.class_names
+    for (_, c), d in zip(runs, run_dirs):
+        _check_layers(c.model.num_layers, start_layer, stop_layer, head_layer, Path(d))
+    target = _class_target(class_name, class_names, Path(run_dirs[0]))  # class maps: first run
+
+    # predict everything with the first run, then choose the images to show
+    inputs = collect_list(list_csv, class_names) if list_csv is not None else collect_images(images, class_names)
+    probs, kept, skipped = predict_files(model, inputs["file"].tolist(), tuple(config.model.image_size),
+                                         batch_size, progress=progress)
+    rows = inputs.iloc[kept]
+    table = predictions_table(rows["file"].tolist(), rows["true"].tolist(), probs, class_names)
+    chosen = select_rows(table, only, limit)
+    sizes = [display_size(config.model.image_size)] + [tuple(c.model.image_size) for _, c in runs]
+    (display, *model_images), ok, bad = _decode(chosen["file"].tolist(), sizes)
+    chosen = chosen.iloc[ok]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    skipped = pd.concat([skipped, pd.DataFrame(bad, columns=SKIPPED_COLUMNS)], ignore_index=True)
+    report = write_skipped(skipped, out_dir / SKIPPED_FILE)
+    if report is not None:
+        written.append(report)
+    if chosen.empty:
+        print(f"no image to show: {len(table)} predicted, none with --only {only}")
+        empty = pd.DataFrame(columns=["file", "true", "pred", "confidence", "figure"])
+        return written + [atomic.write_csv(out_dir / SELECTION_FILE, empty)]
+
+    options = {"head_fusion": head_fusion, "discard_ratio": discard_ratio, "start": start_layer,
+               "stop": stop_layer, "normalize": normalize}
+    views = [explain_run(m, c.model.class_names, name, imgs, display, options, target if k == 0 else None,
+                         batch_size, progress)
+             for k, ((m, c), name, imgs) in enumerate(zip(runs, names, model_images))]
+    # the first run's labels are the ones the filter used (the same numbers up to float noise)
+    views[0].pred = chosen["pred"].tolist()
+    views[0].confidence = chosen[[f"prob_{c}" for c in class_names]].max(axis=1).to_numpy()
+    files, true = chosen["file"].tolist(), chosen["true"].tolist()
+    figures, figure_names = write_figures(out_dir, files, true, display, views, head_layer, progress)
+    written += figures
+    written.append(plots.seed_attention_figure(model, display[0], out_dir / SEED_FILE))
+
+    selection = pd.DataFrame({"file": files, "true": true})
+    for k, view in enumerate(views):
+        suffix = "" if k == 0 else f"_{view.name}"
+        selection[f"pred{suffix}"] = view.pred
+        selection[f"confidence{suffix}"] = view.confidence
+    selection["figure"] = figure_names
+    written.append(atomic.write_csv(out_dir / SELECTION_FILE, selection))
+    return written
