@@ -1,0 +1,90 @@
+"""Figure 6: the batched attention rollout against vit_keras' attention_map, one image per call.
+
+- attention_batched_vs_vitkeras: seconds of `vit_keras.visualize.attention_map`
+  called once per image (it builds a Keras model and predicts one image each
+  call) over seconds of the project's `AttentionExplainer.rollout` on the same
+  images in one batch (sub-model cached, built on a warm-up call), ViT-B/16
+  (weights none) at 224: 32 images (quick: 8).
+- attention_max_abs_diff: the largest difference between the project's masks
+  and vit_keras' masks, the latter computed by vit_keras' own math (its
+  sub-model on one image at a time, mean over heads, + identity, divide by the
+  matrix sum, multiply the layers, class token row, divided by its max).
+  Also the largest pixel difference between the masked uint8 images.
+"""
+
+from __future__ import annotations
+
+import common as c
+
+KEYS = ["attention_batched_vs_vitkeras", "attention_max_abs_diff"]
+
+
+def vit_keras_masks(backbone, batch):
+    """vit_keras.visualize.attention_map's mask for each image (grid, before upsampling)."""
+    import cv2
+    import keras
+    import numpy as np
+    from vit_keras import layers, vit
+
+    h, w = backbone.input_shape[1], backbone.input_shape[2]
+    outputs = [l.output[1] for l in backbone.layers if isinstance(l, layers.TransformerBlock)]
+    sub = keras.models.Model(inputs=backbone.inputs, outputs=outputs)
+    masks = []
+    for image in batch:
+        x = vit.preprocess_inputs(cv2.resize(image, (h, w)))[np.newaxis, :]
+        weights = np.array(sub.predict(x, verbose=0))[:, 0]  # layers, heads, T, T
+        reshaped = weights.mean(axis=1)
+        reshaped = reshaped + np.eye(reshaped.shape[1])
+        reshaped = reshaped / reshaped.sum(axis=(1, 2))[:, np.newaxis, np.newaxis]
+        v = reshaped[-1]
+        for n in range(1, len(reshaped)):
+            v = np.matmul(v, reshaped[-1 - n])
+        side = int(np.sqrt(weights.shape[-1] - 1))
+        mask = v[0, 1:].reshape(side, side)
+        masks.append(cv2.resize(mask / mask.max(), (image.shape[1], image.shape[0])))
+    return np.stack(masks)
+
+
+def main(argv=None) -> int:
+    args = c.parser(__doc__.splitlines()[0]).parse_args(argv)
+    c.quiet_tensorflow()
+    import numpy as np
+    from vit_keras import visualize
+
+    from vit_flowers.attention import explainer_for
+    from vit_flowers.images import load_images
+    from vit_flowers.model import build_classifier, model_config
+
+    n, repeats = (4, 2) if args.quick else (32, 3)
+    model = build_classifier(model_config("b16", c.CLASS_NAMES, 224), load_pretrained=False)
+    backbone = model.layers[0]
+    photos = c.flower_files()
+    if photos:
+        images = load_images(c.replicate(photos[::max(1, len(photos) // n)], n), (224, 224), progress=False).images
+    else:
+        images = np.random.default_rng(0).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
+    explainer = explainer_for(model)
+    first, _ = c.timed(lambda: explainer.rollout(images[:1]))  # builds and traces the graph once
+
+    def batched():
+        return explainer.rollout(images, batch_size=n)
+
+    def one_by_one():
+        return [visualize.attention_map(model=backbone, image=im) for im in images]
+
+    t = c.interleaved({"vit_keras": one_by_one, "batched": batched}, repeats, warmup=0)
+    maps = batched()
+    vk_images = np.stack(one_by_one())
+    reference = vit_keras_masks(backbone, images)
+    mask_diff = float(np.abs(maps.mask - reference).max())
+    pixel_diff = int(np.abs(maps.masked.astype(int) - vk_images.astype(int)).max())
+    med = {k: c.median(v) for k, v in t.items()}
+    results = {"attention_batched_vs_vitkeras": med["vit_keras"] / med["batched"], "attention_max_abs_diff": mask_diff}
+    details = {"images": n, "median_s": med, "runs_s": t, "first_call_s": first, "max_pixel_diff": pixel_diff,
+               "pixels_equal_share": float((maps.masked == vk_images).mean())}
+    c.emit(args, results, details)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
