@@ -96,6 +96,29 @@ def test_predict_list_writes_tables_metrics_and_figures(tiny_run, synthetic_data
     assert not (out / "skipped_files.csv").exists()
 
 
+def test_mirror_tta_averages_each_image_with_its_mirror_image(tiny_run, synthetic_data, tmp_path):
+    from PIL import ImageOps
+
+    files = sorted((synthetic_data / "images" / "roses").iterdir())[:4]
+    mirrored = tmp_path / "mirrored"
+    mirrored.mkdir()
+    for f in files:
+        with Image.open(f) as im:
+            ImageOps.mirror(im).save(mirrored / (f.stem + ".png"))
+    columns = [f"prob_{c}" for c in CLASS_NAMES]
+
+    def probs(paths, out, *extra):
+        assert cli.main(["predict", "--run", str(tiny_run), "--images", *map(str, paths), "--out", str(out),
+                         *extra]) == EXIT_OK
+        return pd.read_csv(out / "predictions.csv")[columns].to_numpy()
+
+    plain = probs(files, tmp_path / "plain")
+    flipped = probs(sorted(mirrored.iterdir()), tmp_path / "flipped")
+    both = probs(files, tmp_path / "tta", "--mirror-tta")
+    np.testing.assert_allclose(both, (plain + flipped) / 2, atol=1e-5)
+    assert np.abs(plain - flipped).max() > 1e-4  # the mirror image really is a different input
+
+
 def test_predict_images_skips_bad_files_and_reads_labels_from_folders(tiny_run, synthetic_data, tmp_path, capsys):
     photos = tmp_path / "photos"
     shutil.copytree(synthetic_data / "images" / "roses", photos / "roses")

@@ -199,6 +199,9 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output dir for predictions.csv, metrics.json, figures")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
     p.add_argument("--strict", action="store_true", help="exit 2 at the first unreadable image instead of skipping it")
+    p.add_argument("--mirror-tta", action="store_true",
+                   help="average each image's probabilities with its left-right mirror image's "
+                        "(test-time augmentation; twice the model time)")
 
 
 def read_inputs(args: argparse.Namespace, class_names: Sequence[str]):
@@ -213,7 +216,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     model, run_config = load_run(resolve_run(args.run))
     inputs = read_inputs(args, run_config.model.class_names)
-    result = predict_inputs(model, run_config, inputs, args.batch_size, strict=args.strict)
+    result = predict_inputs(model, run_config, inputs, args.batch_size, strict=args.strict, mirror=args.mirror_tta)
     write_outputs(result, run_config.model.class_names, args.out)
     print(f"{len(result.table)} predicted, {len(result.skipped)} skipped -> {args.out}")
     if len(result.skipped):

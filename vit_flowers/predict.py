@@ -70,8 +70,12 @@ def predict_files(
     chunk_size: int = 256,
     progress: bool = True,
     strict: bool = False,
+    mirror: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Class probabilities for the readable files: (probs, kept indices, skipped)."""
+    """Class probabilities for the readable files: (probs, kept indices, skipped).
+
+    `mirror` averages each image's probabilities with its left-right mirror
+    image's (test-time augmentation; twice the model time)."""
     from .datasets import preprocess
 
     bar = None
@@ -87,7 +91,7 @@ def predict_files(
         skipped.append(chunk.skipped)
         if len(chunk.images):
             x = preprocess(chunk.images)
-            probs.append(model.predict(x, batch_size=batch_size, verbose=0))
+            probs.append(predict_arrays(model, x, batch_size, mirror))
             kept.append(chunk.kept + offset)
         if bar is not None:
             bar.update(min(offset + chunk_size, len(files)))
@@ -97,6 +101,15 @@ def predict_files(
         np.concatenate(kept) if kept else np.zeros((0,), np.int64),
         pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame(columns=SKIPPED_COLUMNS),
     )
+
+
+def predict_arrays(model, x: np.ndarray, batch_size: int = 32, mirror: bool = False) -> np.ndarray:
+    """Probabilities for preprocessed images (N, H, W, 3); with `mirror`, the
+    mean over each image and its left-right mirror image."""
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if mirror:
+        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    return probs
 
 
 def predictions_table(files: Sequence[str], true: Sequence[str], probs: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
@@ -167,12 +180,12 @@ def write_outputs(result: PredictionResult, class_names: Sequence[str], out_dir:
 
 
 def predict_inputs(model, run_config, inputs: pd.DataFrame, batch_size: int = 32,
-                   strict: bool = False, progress: bool = True) -> PredictionResult:
+                   strict: bool = False, progress: bool = True, mirror: bool = False) -> PredictionResult:
     """Predict the rows (file, true) of `inputs` with a loaded model."""
     class_names = run_config.model.class_names
     size = tuple(run_config.model.image_size)
     probs, kept, skipped = predict_files(model, inputs["file"].tolist(), size, batch_size,
-                                         progress=progress, strict=strict)
+                                         progress=progress, strict=strict, mirror=mirror)
     rows = inputs.iloc[kept]
     table = predictions_table(rows["file"].tolist(), rows["true"].tolist(), probs, class_names)
     return PredictionResult(table=table, skipped=skipped, metrics=compute_metrics(table, class_names))
