@@ -137,3 +137,46 @@ def test_no_unsafe_loading_anywhere_in_the_package():
     for banned in ("safe_mode=False", "enable_unsafe_deserialization", "import pickle", "pickle.load", "allow_pickle=True"):
         assert banned not in source
     assert FORMAT_VERSION == 1
+
+
+def test_conv_stem_gives_the_patch_grid_and_round_trips(synthetic_data, tmp_path):
+    from vit_flowers import cli
+    from vit_flowers.attention import explainer_for
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--train-list", str(synthetic_data / "training_files.csv"), "--model", "tiny",
+                     "--image-size", "32", "--num-layers", "1", "--hidden-size", "32", "--mlp-dim", "32",
+                     "--stem", "conv", "--epochs", "1", "--batch-size", "8", "--out", str(run)]) == 0
+    model, cfg = load_run(run)
+    assert cfg.model.stem == "conv" and json.loads((run / "config.json").read_text())["model"]["stem"] == "conv"
+    backbone = model.layers[0]
+    strides = [layer.strides for layer in backbone.layers if layer.name.startswith("stem_conv")]
+    assert strides == [(2, 2)] * 3  # patch 8 = three halvings
+    assert backbone.get_layer("embedding").kernel_size == (1, 1)
+    assert tuple(backbone.get_layer("embedding").output.shape[1:3]) == cfg.model.grid == (4, 4)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    again, _ = load_run(run)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+    explainer = explainer_for(model)
+    assert (explainer.grid, explainer.patch_size) == ((4, 4), 8)
+    maps = explainer.rollout(np.zeros((2, 32, 32, 3), np.uint8))
+    assert maps.mask.shape == (2, 32, 32) and np.isfinite(maps.mask).all()
+
+
+def test_conv_stem_needs_a_power_of_two_patch_and_no_pretrained_weights():
+    with pytest.raises(ConfigError, match="power of two"):
+        model_config("tiny", CLASS_NAMES, 36, patch_size=6, stem="conv")
+    with pytest.raises(ConfigError, match="patch stem only"):
+        model_config("b16", CLASS_NAMES, 224, weights="imagenet21k", stem="conv")
+    with pytest.raises(ConfigError, match="unknown stem"):
+        model_config("tiny", CLASS_NAMES, 32, stem="hybrid")
+
+
+def test_a_config_written_before_stems_existed_loads_as_patch(tiny_run, tmp_path):
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run, run)
+    data = json.loads((run / "config.json").read_text())
+    data["model"].pop("stem")
+    (run / "config.json").write_text(json.dumps(data))
+    _, cfg = load_run(run)
+    assert cfg.model.stem == "patch"

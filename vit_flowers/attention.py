@@ -239,8 +239,9 @@ class AttentionExplainer:
         self.name = getattr(model, "name", "model")
         self.input_size: tuple[int, int] = (int(backbone.input_shape[1]), int(backbone.input_shape[2]))
         embedding = backbone.get_layer("embedding")
-        self.patch_size = int(embedding.strides[0])
         self.grid: tuple[int, int] = (int(embedding.output.shape[1]), int(embedding.output.shape[2]))
+        # pixels per token (the patch size, also behind a convolutional stem)
+        self.patch_size = self.input_size[0] // self.grid[0]
         self.num_layers = len(blocks)
         self.num_heads = int(blocks[0].num_heads)
         self.has_head = bool(head)

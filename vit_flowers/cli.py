@@ -47,7 +47,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- train
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from .datasets import AUGMENTATIONS
-    from .model import ARCHITECTURES
+    from .model import ARCHITECTURES, STEMS
     from .train import LR_SCHEDULES, OPTIMIZERS
 
     g = p.add_argument_group("data")
@@ -66,6 +66,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     for name, kind in (("patch-size", int), ("hidden-size", int), ("num-layers", int), ("num-heads", int),
                        ("mlp-dim", int), ("dropout", float)):
         g.add_argument(f"--{name}", type=kind, help=f"override the architecture's {name.replace('-', ' ')}")
+    g.add_argument("--stem", choices=STEMS, default="patch",
+                   help="patch: vit_keras' patch embedding; conv: 3x3 stride-2 convolutions to the same token "
+                        "grid (patch size a power of two; helps from-scratch training on small data sets)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=10, help="maximum number of epochs")
     g.add_argument("--batch-size", type=int, default=32, help="images per batch on each replica")
@@ -138,7 +141,7 @@ def build_run_config(args: argparse.Namespace):
     if args.train_list is None:
         raise BadInputError("--train-list is required (or --resume)")
     overrides = {k: getattr(args, k) for k in ("patch_size", "hidden_size", "num_layers", "num_heads",
-                                                "mlp_dim", "dropout") if getattr(args, k) is not None}
+                                                "mlp_dim", "dropout", "stem") if getattr(args, k) is not None}
     size = None
     if args.image_size:
         size = args.image_size[0] if len(args.image_size) == 1 else args.image_size[:2]

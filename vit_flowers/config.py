@@ -41,6 +41,9 @@ class ModelConfig:
     # statistics; on small data sets inference then lags training badly
     head_bn_momentum: float = 0.9
     weights: str = "none"
+    # "patch": vit_keras' patchify Conv2D (kernel = stride = patch size);
+    # "conv": a stack of 3x3 stride-2 convolutions with the same total stride
+    stem: str = "patch"
 
     @property
     def num_classes(self) -> int:

@@ -25,6 +25,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "flowers-vit-small"
 PRETRAINED_WEIGHTS = ("imagenet21k+imagenet2012", "imagenet21k")
+STEMS = ("patch", "conv")
 PRETRAINED_URL = "https://github.com/faustomorales/vit-keras/releases/download/dl/ViT-{size}_{weights}.npz"
 
 
@@ -72,6 +73,13 @@ def model_config(
     if weights != "none" and weights in PRETRAINED_WEIGHTS and spec.pretrained is None:
         raise ConfigError(f"model {arch!r} has no pretrained weights; use --weights none or a .npz path")
     hidden = int(overrides.pop("hidden_size", spec.hidden_size))
+    stem = overrides.pop("stem", "patch")
+    if stem not in STEMS:
+        raise ConfigError(f"unknown stem {stem!r}; choose one of {STEMS}")
+    if stem == "conv":
+        conv_stem_depth(patch)
+        if weights != "none":
+            raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {stem}")
     cfg = ModelConfig(
         arch=arch,
         image_size=size,
@@ -85,16 +93,63 @@ def model_config(
         # vit_keras adds a pre-logits layer for the imagenet21k-only weights
         representation_size=hidden if weights == "imagenet21k" else None,
         weights=weights,
+        stem=stem,
     )
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
 
 
-def build_backbone(cfg: ModelConfig):
-    """The vit_keras ViT without its top, as the seed's `vit.vit_b16(include_top=False)`."""
+def conv_stem_depth(patch_size: int) -> int:
+    """Number of 3x3 stride-2 convolutions that replace a patch of `patch_size`."""
+    depth = int(patch_size).bit_length() - 1
+    if patch_size < 2 or 2 ** depth != patch_size:
+        raise ConfigError(f"--stem conv needs a patch size that is a power of two, not {patch_size}")
+    return depth
+
+
+def build_conv_stem_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
+    """vit_keras' ViT with a convolutional stem (Xiao et al. 2021, "Early
+    convolutions help transformers see better"): 3x3 stride-2 convolutions
+    with batch norm and ReLU, channels doubling up to the hidden size, then a
+    1x1 convolution named `embedding`; the same token grid as patches of
+    `patch_size`, with the locality a ViT lacks on small data sets.
+
+    The rest is vit_keras' `vit.build_model(include_top=False)` layer for
+    layer, so attention tools and weight names see a vit_keras backbone.
+    """
+    import keras
+    from vit_keras import layers as vit_layers
+
+    depth = conv_stem_depth(cfg.patch_size)
+    x = keras.layers.Input(shape=(*cfg.image_size, 3))
+    y = x
+    for k in range(depth):
+        width = max(cfg.hidden_size // 2 ** (depth - 1 - k), 8)
+        y = keras.layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name=f"stem_conv_{k}")(y)
+        y = keras.layers.BatchNormalization(synchronized=sync_batchnorm, name=f"stem_bn_{k}")(y)
+        y = keras.layers.ReLU(name=f"stem_relu_{k}")(y)
+    y = keras.layers.Conv2D(cfg.hidden_size, 1, name="embedding")(y)
+    y = keras.layers.Reshape((y.shape[1] * y.shape[2], cfg.hidden_size))(y)
+    y = vit_layers.ClassToken(name="class_token")(y)
+    y = vit_layers.AddPositionEmbs(name="Transformer_posembed_input")(y)
+    for n in range(cfg.num_layers):
+        y, _ = vit_layers.TransformerBlock(num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim, dropout=cfg.dropout,
+                                           name=f"Transformer_encoderblock_{n}")(y)
+    y = keras.layers.LayerNormalization(epsilon=1e-6, name="Transformer_encoder_norm")(y)
+    y = keras.layers.Lambda(lambda v: v[:, 0], name="ExtractToken")(y)
+    return keras.models.Model(inputs=x, outputs=y, name=f"vit-{cfg.arch}-convstem")
+
+
+def build_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
+    """The vit_keras ViT without its top, as the seed's `vit.vit_b16(include_top=False)`
+    (or with a convolutional stem, `cfg.stem == "conv"`)."""
     from vit_keras import vit
 
+    if cfg.stem not in STEMS:
+        raise ConfigError(f"unknown stem {cfg.stem!r}; choose one of {STEMS}")
+    if cfg.stem == "conv":
+        return build_conv_stem_backbone(cfg, sync_batchnorm)
     return vit.build_model(
         image_size=tuple(cfg.image_size),
         patch_size=cfg.patch_size,
@@ -146,6 +201,8 @@ def load_backbone_weights(backbone, cfg: ModelConfig) -> None:
 
     if cfg.weights == "none":
         return
+    if cfg.stem != "patch":
+        raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {cfg.stem}")
     path = fetch_pretrained(cfg) if cfg.weights in PRETRAINED_WEIGHTS else Path(cfg.weights)
     if not path.is_file():
         raise WeightsUnavailableError(f"{path}: weights file not found")
@@ -170,7 +227,7 @@ def build_classifier(cfg: ModelConfig, load_pretrained: bool = True, sync_batchn
     def batch_norm():
         return keras.layers.BatchNormalization(momentum=cfg.head_bn_momentum, synchronized=sync_batchnorm)
 
-    backbone = build_backbone(cfg)
+    backbone = build_backbone(cfg, sync_batchnorm)
     if load_pretrained:
         load_backbone_weights(backbone, cfg)
     model = keras.Sequential(
