@@ -23,46 +23,103 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_to_equal_weights(synthetic_data, tmp_path):
-    pytest.importorskip("jax")
-    port, run = free_port(), tmp_path / "run"
+def multihost_cmd(data, run, workers, index, port, epochs, *extra):
+    return [sys.executable, str(REPO / "scripts" / "train.py"),
+            "--train-list", str(data / "training_files.csv"),
+            "--model", "tiny", "--image-size", "32", "--num-layers", "1", "--hidden-size", "32",
+            "--mlp-dim", "32", "--epochs", str(epochs), "--batch-size", "8", "--strategy", "multihost",
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(index),
+            "--worker-dir", str(workers / f"worker{index}"), "--out", str(run), *extra]
+
+
+def run_processes(cmds, timeout=420):
+    """Start every command, wait for all, kill what is left; (return codes, outputs)."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     procs = []
     try:
-        for index in range(2):
-            cmd = [sys.executable, str(REPO / "scripts" / "train.py"),
-                   "--train-list", str(synthetic_data / "training_files.csv"),
-                   "--model", "tiny", "--image-size", "32", "--num-layers", "1", "--hidden-size", "32",
-                   "--mlp-dim", "32", "--epochs", "2", "--batch-size", "8", "--strategy", "multihost",
-                   "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(index),
-                   "--worker-dir", str(tmp_path / f"worker{index}"), "--out", str(run)]
+        for cmd in cmds:
             procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        outputs = [p.communicate(timeout=420)[0] for p in procs]
+        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[-3000:]
+    return [p.returncode for p in procs], outputs
+
+
+def max_weight_difference(run_a, run_b) -> float:
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from vit_flowers.model import load_run
+        a, _ = load_run({str(run_a)!r}); b, _ = load_run({str(run_b)!r})
+        print(max(float(np.abs(x - y).max()) for x, y in zip(a.get_weights(), b.get_weights())))
+    """)
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    diff = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert diff.returncode == 0, diff.stderr[-2000:]
+    return float(diff.stdout.strip().splitlines()[-1])
+
+
+def test_two_processes_train_to_equal_weights(synthetic_data, tmp_path):
+    pytest.importorskip("jax")
+    port, run = free_port(), tmp_path / "run"
+    codes, outputs = run_processes([multihost_cmd(synthetic_data, run, tmp_path, i, port, 2) for i in range(2)])
+    for code, out in zip(codes, outputs):
+        assert code == 0, out[-3000:]
     assert not (tmp_path / "worker0").exists()  # the chief writes the run dir itself
     assert json.loads((run / "config.json").read_text())["train"]["strategy"] == "multihost"
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
     assert not any(p.name.startswith("worker") for p in run.iterdir())
     worker = tmp_path / "worker1"
     assert (worker / "model.weights.h5").is_file()
-    script = textwrap.dedent(f"""
-        import numpy as np
-        from vit_flowers.model import load_run
-        a, _ = load_run({str(run)!r}); b, _ = load_run({str(worker)!r})
-        print(max(float(np.abs(x - y).max()) for x, y in zip(a.get_weights(), b.get_weights())))
-    """)
-    diff = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert diff.returncode == 0, diff.stderr[-2000:]
-    assert float(diff.stdout.strip().splitlines()[-1]) == 0.0
+    assert max_weight_difference(run, worker) == 0.0
     chief_log = pd.read_csv(run / "history.csv")["loss"].to_numpy()
     worker_log = pd.read_csv(worker / "history.csv")["loss"].to_numpy()
     np.testing.assert_allclose(chief_log, worker_log, rtol=1e-6)
+
+
+def test_two_processes_killed_mid_run_resume_together(synthetic_data, tmp_path):
+    """SIGKILL both processes after a few epochs; `--resume` on both continues
+    the run: no gap or repeat in the history, and equal weights at the end."""
+    import signal
+    import time
+
+    pytest.importorskip("jax")
+    run, epochs = tmp_path / "run", 20
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    port = free_port()
+    procs = [subprocess.Popen(multihost_cmd(synthetic_data, run, tmp_path, i, port, epochs, "--patience", "100"),
+                              env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             for i in range(2)]
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            try:
+                if len(pd.read_csv(run / "history.csv")) >= 3:
+                    break
+            except (FileNotFoundError, pd.errors.EmptyDataError):
+                pass
+            time.sleep(0.05)
+        assert all(p.poll() is None for p in procs), "training ended before it could be killed"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+    killed_at = len(pd.read_csv(run / "history.csv"))
+    assert 3 <= killed_at < epochs and (run / "backup").is_dir()
+
+    port = free_port()
+    codes, outputs = run_processes([multihost_cmd(synthetic_data, run, tmp_path, i, port, epochs, "--patience", "100",
+                                                  "--resume")
+                                    for i in range(2)])
+    for code, out in zip(codes, outputs):
+        assert code == 0, out[-3000:]
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == list(range(epochs))
+    assert max_weight_difference(run, tmp_path / "worker1") == 0.0
+    assert not (run / "backup").exists() and not (tmp_path / "worker1" / "backup").exists()
 
 
 MIRRORED = """

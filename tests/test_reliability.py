@@ -150,3 +150,45 @@ def test_same_seed_gives_the_same_predictions(synthetic_data, tiny_run, tmp_path
     np.testing.assert_array_equal(first.predict(x, verbose=0), second.predict(x, verbose=0))
     np.testing.assert_array_equal(pd.read_csv(tiny_run / "history.csv")["loss"],
                                   pd.read_csv(tmp_path / "again" / "history.csv")["loss"])
+
+
+def test_processes_killed_on_either_side_of_a_backup_resume_at_one_epoch(tiny_run, tmp_path):
+    """Several processes: one kept epoch 2's backup, another was killed before
+    writing it. All go back to epoch 1, the one holding 2 through the previous
+    backup it kept."""
+    import json
+
+    from vit_flowers.errors import ConfigError
+    from vit_flowers.train import BACKUP_DIR, align_backup, atomic_backup_callback, restored_epoch
+
+    model, _ = load_run(tiny_run)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    run = tmp_path / "ahead"
+    backup = atomic_backup_callback(run / BACKUP_DIR, keep_previous=True)
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    after_first = model.predict(x, verbose=0)
+    model.layers[-1].set_weights([w * 0 for w in model.layers[-1].get_weights()])
+    backup.on_epoch_end(1)
+    assert restored_epoch(run) == 2
+    assert json.loads((run / BACKUP_DIR / "previous_training_metadata.json").read_text())["epoch"] == 1
+
+    assert align_backup(run, lambda mine: [mine, 1]) == 1
+    assert restored_epoch(run) == 1
+    fresh, _ = load_run(tiny_run)
+    fresh.compile(optimizer="adam", loss="categorical_crossentropy")
+    restore = atomic_backup_callback(run / BACKUP_DIR)
+    restore.set_model(fresh)
+    restore.on_train_begin()
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), after_first)
+
+    assert align_backup(run, lambda mine: [mine, mine]) == 1  # agreeing processes keep their backup
+    backup.on_epoch_end(1)
+    backup.on_epoch_end(2)  # now epoch 3, the previous one 2
+    with pytest.raises(ConfigError, match="at epoch 3, another process's at 1"):
+        align_backup(run, lambda mine: [mine, 1])  # two epochs apart: nothing to go back to
+    assert restored_epoch(run) == 3
+    assert align_backup(run, lambda mine: [mine, 0]) == 0  # one process never finished an epoch
+    assert not (run / BACKUP_DIR).exists()

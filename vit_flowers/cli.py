@@ -182,7 +182,7 @@ def run_train(args: argparse.Namespace) -> int:
     run_config.train.mixed_precision = args.mixed_precision
     result = train_run(run_config, out, resume=args.resume, overwrite=args.overwrite, strict=args.strict, stream=args.stream,
                        deterministic=not args.no_deterministic, strategy=env.strategy,
-                       num_replicas=env.num_replicas, first_callbacks=env.first_callbacks,
+                       num_replicas=env.num_replicas, first_callbacks=env.first_callbacks, gather_ints=env.gather_ints,
                        verbose=2 if not sys.stdout.isatty() else "auto")
     print(f"{'run' if env.is_chief else 'worker'} dir: {out} (best epoch {result.best_epoch + 1}, "
           f"{len(result.history)} epochs logged)")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Optional
 
 from .errors import BadInputError
 
@@ -30,6 +30,17 @@ class DistributionEnv:
     name: str
     num_replicas: int = 1
     first_callbacks: list = field(default_factory=list)
+    # every process's value of an int (None on one process): lets a resumed
+    # run make all processes restart at the same epoch
+    gather_ints: Optional[Callable[[int], list[int]]] = None
+
+
+def gather_process_ints(value: int) -> list[int]:
+    """`value` from every JAX process, in process order (a collective: all call it)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(value))).ravel()]
 
 
 def process_sync_callback():
@@ -121,7 +132,7 @@ def init_multihost(coordinator: str | None, num_processes: int | None, process_i
     devices = jax.devices()
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
     return DistributionEnv(strategy=None, is_chief=process_id == 0, name="multihost", num_replicas=len(devices),
-                           first_callbacks=[process_sync_callback()])
+                           first_callbacks=[process_sync_callback()], gather_ints=gather_process_ints)
 
 
 def setup_distribution(

@@ -11,6 +11,7 @@ EarlyStopping, written atomically) and `training_curves.png`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -91,26 +92,70 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     )
 
 
-def atomic_backup_callback(backup_dir: Path):
+PREVIOUS_WEIGHTS = "previous.weights.h5"
+PREVIOUS_METADATA = "previous_training_metadata.json"
+
+
+def atomic_backup_callback(backup_dir: Path, keep_previous: bool = False):
     """Keras' BackupAndRestore whose backup is written under temporary names
     and renamed into place, so a kill while it writes (the weights take a
     while) leaves the previous epoch's backup whole instead of a truncated
-    HDF5 file that cannot be resumed from."""
+    HDF5 file that cannot be resumed from.
+
+    `keep_previous` also keeps the epoch before (for several processes, which
+    may be killed on either side of one epoch's backup: `align_backup`)."""
+    import shutil
+
     import keras
 
     class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         def _save_model(self):
+            weights, metadata = Path(self._weights_path), Path(self._training_metadata_path)
+            if keep_previous and weights.is_file() and metadata.is_file():
+                for source, target in ((weights, PREVIOUS_WEIGHTS), (metadata, PREVIOUS_METADATA)):
+                    with atomic.atomic_path(weights.parent / target) as tmp:
+                        shutil.copyfile(source, tmp)
             # the weights are renamed into place first, the small metadata file
             # right after: only in that instant are the weights an epoch ahead
-            with atomic.atomic_path(self._weights_path) as tmp:
+            with atomic.atomic_path(weights) as tmp:
                 self.model.save_weights(str(tmp), overwrite=True)
-            metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
-            atomic.write_text(self._training_metadata_path, json.dumps(metadata))
+            state = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+            atomic.write_text(metadata, json.dumps(state))
 
     return AtomicBackupAndRestore(str(backup_dir))
 
 
-def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, best_so_far: float | None):
+def align_backup(run_dir: Path, gather_ints) -> int:
+    """Make every process resume at the same epoch; return it.
+
+    Processes are killed together but not in the same instant: one may have
+    written the backup of epoch e while another still holds e - 1. All take
+    the earliest epoch; a process that is one ahead goes back to the previous
+    backup it kept; at epoch 0 the backup is dropped and training starts over.
+    """
+    import shutil
+
+    backup = run_dir / BACKUP_DIR
+    mine = restored_epoch(run_dir)
+    target = min(gather_ints(mine))
+    if mine == target:
+        return target
+    if target == 0:
+        shutil.rmtree(backup)
+        return 0
+    previous = backup / PREVIOUS_METADATA
+    if previous.is_file() and int(json.loads(previous.read_text())["epoch"]) == target:
+        os.replace(backup / PREVIOUS_WEIGHTS, backup / "latest.weights.h5")
+        os.replace(previous, backup / "training_metadata.json")
+        return target
+    raise ConfigError(
+        f"{backup}: this process's backup is at epoch {mine}, another process's at {target}, and no backup "
+        f"of epoch {target} is left here to go back to; start again with --overwrite"
+    )
+
+
+def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, best_so_far: float | None,
+                   keep_previous_backup: bool = False):
     """CSVLogger, BackupAndRestore, ModelCheckpoint, EarlyStopping, and
     ReduceLROnPlateau when the rate is not a schedule. The logger comes
     before the backup, so a kill between them repeats no epoch on resume
@@ -127,7 +172,7 @@ def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, best_so_far: 
     callbacks = [
         log_lr,
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
-        atomic_backup_callback(run_dir / BACKUP_DIR),
+        atomic_backup_callback(run_dir / BACKUP_DIR, keep_previous_backup),
         # keeps the best epoch's weights in memory and puts them back at the end
         keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(
@@ -260,6 +305,7 @@ def train_run(
     strategy=None,
     num_replicas: int | None = None,
     first_callbacks: list | None = None,
+    gather_ints=None,
 ) -> TrainResult:
     """Train `run_config` on its lists and write the run dir.
 
@@ -269,10 +315,13 @@ def train_run(
     `first_callbacks` run before the package's own. Under several processes
     each process calls this with its own dir: the chief with the run dir,
     the others with a worker dir of their own, so only the chief writes the
-    run dir.
+    run dir. `gather_ints` (several processes) collects an int from every
+    process, so that a resumed run restarts all of them at one epoch.
     """
     run_dir = Path(run_dir)
     prepare_run_dir(run_dir, resume, overwrite)
+    if resume and gather_ints is not None:
+        align_backup(run_dir, gather_ints)
     if resume:
         saved = RunConfig.load(run_dir / CONFIG_FILE)
         saved.train.epochs = run_config.train.epochs
@@ -310,7 +359,8 @@ def train_run(
             train_cfg = replace(cfg, learning_rate=cfg.learning_rate * replicas)
         compile_model(model, train_cfg, steps)
     best_so_far = trim_history_for_resume(run_dir) if resume else None
-    callbacks = list(first_callbacks or []) + make_callbacks(run_dir, cfg, has_val, best_so_far)
+    callbacks = list(first_callbacks or []) + make_callbacks(run_dir, cfg, has_val, best_so_far,
+                                                             keep_previous_backup=gather_ints is not None)
     # the dataset shuffles itself, seeded
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
               verbose=verbose, shuffle=False)
