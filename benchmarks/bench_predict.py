@@ -1,8 +1,8 @@
 """Figure 4: the project's predict path against a bare `model.predict`.
 
 - predict_vs_raw: images/s of the project's path on decoded uint8 arrays
-  (`datasets.preprocess` then `model.predict`, what `predict_files` does with
-  each chunk) over images/s of `model.predict` on already preprocessed float32
+  (`datasets.preprocess` then `predict.predict_arrays`, what `predict_files`
+  does with each chunk) over images/s of `model.predict` on already preprocessed float32
   arrays, same model, same batch.
 - predict_files_vs_raw: images/s of `predict.predict_files` from JPEG files
   end to end (decoding in background chunks while the model predicts) over
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
 
     from vit_flowers.datasets import preprocess
     from vit_flowers.model import build_classifier, model_config
-    from vit_flowers.predict import predict_files
+    from vit_flowers.predict import predict_arrays, predict_files
 
     if args.quick:
         arch, size, n, batch, repeats = "small", 64, 512, 32, 5
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     fns = {
         "raw": lambda: model.predict(x, batch_size=batch, verbose=0),
-        "project": lambda: model.predict(preprocess(images), batch_size=batch, verbose=0),
+        "project": lambda: predict_arrays(model, preprocess(images), batch_size=batch),
     }
     if files:
         fns["files"] = lambda: predict_files(model, files, (size, size), batch_size=batch, chunk_size=chunk,

@@ -96,6 +96,18 @@ def test_predict_list_writes_tables_metrics_and_figures(tiny_run, synthetic_data
     assert not (out / "skipped_files.csv").exists()
 
 
+def test_forward_equals_model_predict_for_any_batch_split(tiny_run):
+    from vit_flowers.model import load_run
+    from vit_flowers.predict import forward
+
+    model, _ = load_run(tiny_run)
+    x = np.random.default_rng(3).uniform(-1, 1, (7, 32, 32, 3)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    for batch in (1, 3, 32):
+        np.testing.assert_allclose(forward(model, x, batch), expected, atol=1e-5)
+    assert forward(model, x[:0]).shape == (0, 5)
+
+
 def test_mirror_tta_averages_each_image_with_its_mirror_image(tiny_run, synthetic_data, tmp_path):
     from PIL import ImageOps
 

@@ -7,6 +7,8 @@ chunk in background threads while the model works on the previous chunk.
 
 from __future__ import annotations
 
+import weakref
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -103,12 +105,41 @@ def predict_files(
     )
 
 
+_FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def forward(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """`model(x)` batch by batch through one graph traced per model.
+
+    On the TensorFlow backend this is a cached `tf.function`, not
+    `model.predict`: on 2 CPU cores `predict`'s per-call machinery (its
+    tf.data input, the step loop) left one core idle in some runs, taking
+    twice as long for the same ViT-B/16 batch (benchmarks/README.md, figure
+    7). Other backends use `model.predict`.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    import tensorflow as tf
+
+    fn = _FORWARD.get(model)
+    if fn is None:
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        fn = tf.function(lambda t: model(t, training=False), input_signature=[spec], reduce_retracing=True)
+        _FORWARD[model] = fn
+    x = np.asarray(x, np.float32)
+    if len(x) == 0:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return np.concatenate([fn(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
+
+
 def predict_arrays(model, x: np.ndarray, batch_size: int = 32, mirror: bool = False) -> np.ndarray:
     """Probabilities for preprocessed images (N, H, W, 3); with `mirror`, the
     mean over each image and its left-right mirror image."""
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    probs = forward(model, x, batch_size)
     if mirror:
-        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+        probs = (probs + forward(model, np.ascontiguousarray(x[:, :, ::-1]), batch_size)) / 2
     return probs
 
 
