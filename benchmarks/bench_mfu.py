@@ -14,7 +14,8 @@ P patches, T = P + 1 tokens, D hidden, M mlp, L layers, p patch side):
 For B/16 at 224 that is about 35.1 GFLOPs forward (17.6 G multiply-adds).
 Cross-checked against tf.profiler's float_ops count of the traced forward.
 
-infer_mfu: the project's inference (`model.predict` on preprocessed arrays).
+infer_mfu: the project's inference (`predict.predict_arrays` on preprocessed
+arrays, what `vit-flowers predict` runs on each chunk).
 train_mfu: `model.fit` steps through train.array_dataset + train.compile_model
 on random uint8 images, the first (tracing) step excluded.
 """
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
     from vit_flowers.config import TrainConfig
     from vit_flowers.datasets import preprocess
     from vit_flowers.model import build_classifier, model_config
+    from vit_flowers.predict import predict_arrays
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     if args.quick:
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
 
     mm = c.matmul_gflops(2048, mm_repeats)
     x = np.asarray(preprocess(np.random.default_rng(0).integers(0, 256, (infer_batch, 224, 224, 3), np.uint8)))
-    infer = c.repeat(lambda: model.predict(x, batch_size=infer_batch, verbose=0), infer_repeats, warmup=1)
+    infer = c.repeat(lambda: predict_arrays(model, x, batch_size=infer_batch), infer_repeats, warmup=1)
     infer_img_s = infer_batch / c.median(infer)
     del model
     tcfg = TrainConfig(batch_size=train_batch, learning_rate=1e-4, augment="none")
