@@ -74,12 +74,7 @@ def model_config(
         raise ConfigError(f"model {arch!r} has no pretrained weights; use --weights none or a .npz path")
     hidden = int(overrides.pop("hidden_size", spec.hidden_size))
     stem = overrides.pop("stem", "patch")
-    if stem not in STEMS:
-        raise ConfigError(f"unknown stem {stem!r}; choose one of {STEMS}")
-    if stem == "conv":
-        conv_stem_depth(patch)
-        if weights != "none":
-            raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {stem}")
+    check_stem(stem, patch, weights)
     cfg = ModelConfig(
         arch=arch,
         image_size=size,
@@ -98,6 +93,17 @@ def model_config(
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
+
+
+def check_stem(stem: str, patch_size: int, weights: str) -> None:
+    """A known stem; the convolutional one needs a power-of-two patch and no
+    pretrained weights (those fit vit_keras' patch embedding only)."""
+    if stem not in STEMS:
+        raise ConfigError(f"unknown stem {stem!r}; choose one of {STEMS}")
+    if stem == "conv":
+        conv_stem_depth(patch_size)
+        if weights != "none":
+            raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {stem}")
 
 
 def conv_stem_depth(patch_size: int) -> int:
@@ -146,8 +152,7 @@ def build_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     (or with a convolutional stem, `cfg.stem == "conv"`)."""
     from vit_keras import vit
 
-    if cfg.stem not in STEMS:
-        raise ConfigError(f"unknown stem {cfg.stem!r}; choose one of {STEMS}")
+    check_stem(cfg.stem, cfg.patch_size, cfg.weights)  # also for configs read from config.json
     if cfg.stem == "conv":
         return build_conv_stem_backbone(cfg, sync_batchnorm)
     return vit.build_model(
@@ -201,8 +206,6 @@ def load_backbone_weights(backbone, cfg: ModelConfig) -> None:
 
     if cfg.weights == "none":
         return
-    if cfg.stem != "patch":
-        raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {cfg.stem}")
     path = fetch_pretrained(cfg) if cfg.weights in PRETRAINED_WEIGHTS else Path(cfg.weights)
     if not path.is_file():
         raise WeightsUnavailableError(f"{path}: weights file not found")

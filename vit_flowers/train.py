@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from .model import CONFIG_FILE, WEIGHTS_FILE, build_classifier, save_weights
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
 BACKUP_DIR = "backup"
+# the names Keras' BackupAndRestore gives its files inside BACKUP_DIR
+BACKUP_WEIGHTS = "latest.weights.h5"
+BACKUP_METADATA = "training_metadata.json"
 BEST_WEIGHTS = "checkpoints/best.weights.h5"
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("plateau", "cosine", "constant")
@@ -104,8 +108,6 @@ def atomic_backup_callback(backup_dir: Path, keep_previous: bool = False):
 
     `keep_previous` also keeps the epoch before (for several processes, which
     may be killed on either side of one epoch's backup: `align_backup`)."""
-    import shutil
-
     import keras
 
     class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -133,8 +135,6 @@ def align_backup(run_dir: Path, gather_ints) -> int:
     the earliest epoch; a process that is one ahead goes back to the previous
     backup it kept; at epoch 0 the backup is dropped and training starts over.
     """
-    import shutil
-
     backup = run_dir / BACKUP_DIR
     mine = restored_epoch(run_dir)
     target = min(gather_ints(mine))
@@ -145,8 +145,8 @@ def align_backup(run_dir: Path, gather_ints) -> int:
         return 0
     previous = backup / PREVIOUS_METADATA
     if previous.is_file() and int(json.loads(previous.read_text())["epoch"]) == target:
-        os.replace(backup / PREVIOUS_WEIGHTS, backup / "latest.weights.h5")
-        os.replace(previous, backup / "training_metadata.json")
+        os.replace(backup / PREVIOUS_WEIGHTS, backup / BACKUP_WEIGHTS)
+        os.replace(previous, backup / BACKUP_METADATA)
         return target
     raise ConfigError(
         f"{backup}: this process's backup is at epoch {mine}, another process's at {target}, and no backup "
@@ -189,7 +189,7 @@ def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, best_so_far: 
 
 def restored_epoch(run_dir: Path) -> int:
     """The epoch BackupAndRestore will resume at (0 without a backup)."""
-    meta = run_dir / BACKUP_DIR / "training_metadata.json"
+    meta = run_dir / BACKUP_DIR / BACKUP_METADATA
     return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
 
 
@@ -283,8 +283,6 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             f"or --overwrite to start again"
         )
     if overwrite:
-        import shutil
-
         for name in (HISTORY_FILE, BACKUP_DIR, "checkpoints"):
             target = run_dir / name
             if target.is_dir():
