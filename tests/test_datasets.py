@@ -59,3 +59,56 @@ def test_streaming_skips_and_reports_bad_files(tmp_path):
     total = sum(int(x.shape[0]) for x in ds)
     assert total + len(skipped) == len(files)
     assert {p.split("/")[-1] for p, _ in skipped} >= {"zero_bytes.jpg", "truncated.jpg", "folder.jpg"}
+
+
+def _halves(n: int, side: int) -> np.ndarray:
+    """Images whose left half is red and right half blue."""
+    images = np.zeros((n, side, side, 3), np.uint8)
+    images[:, :, : side // 2, 0] = 255
+    images[:, :, side // 2:, 2] = 255
+    return images
+
+
+def test_resized_crop_cuts_crops_of_the_model_size_from_larger_images():
+    images = _halves(8, 48)
+    ds = array_dataset(images, np.arange(8) % 2, 2, batch_size=8, training=True, augment="resized-crop",
+                       seed=3, output_size=(16, 16))
+    x = np.asarray(next(iter(ds))[0])
+    assert x.shape == (8, 16, 16, 3)
+    red_share = (x[..., 0] > 0).mean(axis=(1, 2))
+    # a crop sees more of one half than the other; the whole image would be 0.5 everywhere
+    assert np.abs(red_share - 0.5).max() > 0.1
+    assert len(np.unique(np.round(red_share, 2))) > 2
+
+
+def test_resized_crop_is_seeded_and_a_resumed_stream_draws_the_same_crops():
+    images = np.random.default_rng(0).integers(0, 256, (6, 24, 24, 3)).astype(np.uint8)
+
+    def batches(start_epoch: int, seed: int = 1):
+        ds = array_dataset(images, np.arange(6) % 3, 3, batch_size=4, training=True, augment="resized-crop",
+                           seed=seed, output_size=(16, 16), start_epoch=start_epoch)
+        return [np.asarray(x) for x, _ in ds.take(2)]
+
+    first, again, resumed = batches(0), batches(0), batches(1)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], resumed[0])  # 4 per epoch: epoch 1 starts at batch 2
+    assert not np.array_equal(first[0], batches(0, seed=2)[0])
+
+
+def test_images_larger_than_the_model_need_resized_crop():
+    with pytest.raises(ValueError, match="resized-crop"):
+        array_dataset(_halves(4, 32), np.arange(4) % 2, 2, batch_size=2, training=True, augment="seed",
+                      output_size=(16, 16))
+
+
+def test_streaming_resized_crop_decodes_large_and_crops_to_the_model(tmp_path):
+    from PIL import Image
+
+    files = []
+    for i, image in enumerate(_halves(4, 40)):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image).save(files[-1])
+    ds = file_dataset(files, [0, 1, 0, 1], 2, (40, 40), batch_size=4, skipped=[], training=True,
+                      augment="resized-crop", seed=0, output_size=(16, 16))
+    x, y = next(iter(ds))
+    assert x.shape == (4, 16, 16, 3) and y.shape == (4, 2)

@@ -228,3 +228,16 @@ def test_demo_writes_a_run_dir_that_predict_takes_as_is(synthetic_data, tmp_path
     assert cli.main(["predict", "--run", str(out), "--images", str(synthetic_data / "images" / "tulips"),
                      "--out", str(mine)]) == EXIT_OK
     assert len(pd.read_csv(mine / "predictions.csv")) == 12
+
+
+def test_resized_crop_trains_from_larger_images_and_load_size_needs_it(synthetic_data, tmp_path, capsys):
+    args = ["train", "--train-list", str(synthetic_data / "training_files.csv"), "--model", "tiny",
+            "--image-size", "16", "--patch-size", "4", "--num-layers", "1", "--hidden-size", "32",
+            "--mlp-dim", "32", "--epochs", "1", "--batch-size", "16", "--load-size", "32"]
+    assert cli.main(args + ["--augment", "seed", "--out", str(tmp_path / "bad")]) == EXIT_BAD_INPUT
+    assert "--load-size 32 needs --augment resized-crop" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "config.json").exists()
+    assert cli.main(args + ["--augment", "resized-crop", "--out", str(tmp_path / "run")]) == EXIT_OK
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["load_size"] == 32 and config["model"]["image_size"] == [16, 16]
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1

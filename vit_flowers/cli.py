@@ -80,7 +80,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length for the cosine schedule")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
     g.add_argument("--augment", default="seed", choices=AUGMENTATIONS,
-                   help="seed: flips, small rotations and zooms as the seed; strong: also translation, contrast")
+                   help="seed: flips, small rotations and zooms as the seed; strong: also translation, contrast; "
+                        "crop: zoom, shifts and colour jitter with Keras layers; resized-crop: random resized "
+                        "crops (from images decoded at --load-size), flips, colour jitter, for real photos")
+    g.add_argument("--load-size", type=int, default=0, metavar="PX",
+                   help="decode training images this high (0: the model's input) so that --augment "
+                        "resized-crop cuts detailed crops from them; for example 96 for a 64 px model")
     g.add_argument("--mixup", type=float, default=0.0, help="MixUp Beta alpha (0 disables)")
     g.add_argument("--patience", type=int, default=5, help="epochs without improvement before early stopping")
     g.add_argument("--seed", type=int, default=123, help="random seed (the seed post's 123)")
@@ -150,7 +155,7 @@ def build_run_config(args: argparse.Namespace):
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         optimizer=args.optimizer, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, augment=args.augment,
-        mixup_alpha=args.mixup, patience=args.patience, seed=args.seed, strategy=args.strategy,
+        load_size=args.load_size, mixup_alpha=args.mixup, patience=args.patience, seed=args.seed, strategy=args.strategy,
         mixed_precision=args.mixed_precision, scale_lr=args.scale_lr,
         train_list=str(args.train_list.resolve()), val_list=str(args.val_list.resolve()) if args.val_list else "",
     )

@@ -68,6 +68,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     augment: str = "seed"
+    # side (height) the training images are decoded at before `resized-crop`
+    # cuts crops of the model's input from them; 0: the model's input size
+    load_size: int = 0
     mixup_alpha: float = 0.0
     patience: int = 5
     seed: int = 123

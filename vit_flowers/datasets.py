@@ -3,11 +3,16 @@
 Images travel as uint8 until the last step, where `vit.preprocess_inputs`
 scales them to [-1, 1]. Augmentation is the seed's ImageDataGenerator
 (flips, small rotations and zooms) as Keras preprocessing layers; `strong`
-adds translation and contrast for training from scratch; `crop` is for
-training from scratch on real photos: random resized crops (zoom in up to
-half the side, aspect jitter, shifts), horizontal flips, small rotations and
-colour jitter (brightness, contrast, less saturation; hue is left alone,
-as colour tells these flowers apart). MixUp mixes pairs inside a batch.
+adds translation and contrast for training from scratch; `crop` zooms into
+the model-size image with Keras layers (random zoom, shifts, flips, small
+rotations, brightness / contrast / less saturation). `resized-crop` is the
+one for training from scratch on real photos: Inception-style random resized
+crops (`tf.image.stateless_sample_distorted_bounding_box`) cut from images
+kept larger than the model's input, so a crop keeps its detail instead of
+being an upsampled corner, then flips and colour jitter (brightness,
+contrast, saturation both ways; hue is left alone, as colour tells these
+flowers apart), every draw seeded by the example's position in the stream.
+MixUp mixes pairs of examples.
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from typing import Sequence
 
 import numpy as np
 
-AUGMENTATIONS = ("none", "seed", "strong", "crop")
+AUGMENTATIONS = ("none", "seed", "strong", "crop", "resized-crop")
+# the area share and aspect ratio range of a resized crop (Inception / torchvision use 0.08-1;
+# small images lose the flower at 0.08)
+CROP_AREA = (0.25, 1.0)
+CROP_ASPECT = (3 / 4, 4 / 3)
+COLOUR_JITTER = 0.2
 
 
 def preprocess(images):
@@ -38,7 +48,7 @@ def augmenter(kind: str, seed: int) -> list:
 
     if kind not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {kind!r}; choose one of {AUGMENTATIONS}")
-    if kind == "none":
+    if kind in ("none", "resized-crop"):  # resized-crop is not a layer stack: `resized_crop_example`
         return []
     if kind == "crop":
         return crop_layers(seed)
@@ -84,6 +94,26 @@ def crop_layers(seed: int) -> list:
     ]
 
 
+def resized_crop_example(image, size: tuple[int, int], seed):
+    """One random resized crop of `image` (uint8 HxWx3), flipped and colour
+    jittered, as float32 0..255 at `size`. `seed` is a stateless seed pair:
+    the same pair gives the same crop, whatever the engine or a resume."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0],
+        min_object_covered=0.0, aspect_ratio_range=CROP_ASPECT, area_range=CROP_AREA, max_attempts=10,
+        use_image_if_no_bounding_boxes=True)
+    x = tf.image.resize(tf.cast(tf.slice(image, begin, extent), tf.float32) / 255.0, size, antialias=True)
+    x = tf.image.stateless_random_flip_left_right(x, seeds[1])
+    x = tf.image.stateless_random_brightness(x, COLOUR_JITTER, seeds[2])
+    x = tf.image.stateless_random_contrast(x, 1 - COLOUR_JITTER, 1 + COLOUR_JITTER, seeds[3])
+    x = tf.image.stateless_random_saturation(tf.clip_by_value(x, 0.0, 1.0), 1 - COLOUR_JITTER, 1 + COLOUR_JITTER,
+                                             seeds[4])
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
 def mixup_pair(a, b, alpha: float, seed):
     """MixUp of two examples (image, one-hot label) with a Beta(alpha, alpha) weight."""
     import tensorflow as tf
@@ -114,22 +144,28 @@ def epoch_orders(num_examples: int, per_epoch: int, seed: int, start_epoch: int 
     return tf.data.Dataset.counter(start=start_epoch).flat_map(one_epoch)
 
 
-def _training_examples(images: np.ndarray, onehot: np.ndarray, per_epoch: int, layers: list, seed: int,
-                       start_epoch: int):
+def _training_examples(images: np.ndarray, onehot: np.ndarray, per_epoch: int, augment: str, seed: int,
+                       start_epoch: int, output_size: tuple[int, int]):
     """Augmented, preprocessed (image, label) examples in epoch order, endless."""
     import tensorflow as tf
 
     height, width = images.shape[1:3]
     table = tf.constant(onehot)
+    layers = augmenter(augment, seed)
 
-    def fetch(index):
+    def fetch(index, position):
         image = tf.numpy_function(lambda i: images[i], [index], tf.uint8)
         image.set_shape((height, width, 3))
-        x = preprocess(apply_layers(tf.cast(image, tf.float32), layers))
-        return x, tf.gather(table, index)
+        if augment == "resized-crop":
+            x = resized_crop_example(image, output_size, tf.stack([tf.cast(seed, tf.int64), position]))
+        else:
+            x = apply_layers(tf.cast(image, tf.float32), layers)
+        return preprocess(x), tf.gather(table, index)
 
     orders = epoch_orders(len(images), per_epoch, seed, start_epoch)
-    return orders.map(fetch, num_parallel_calls=tf.data.AUTOTUNE)
+    # the example's position in the whole stream seeds its crop: a resumed run draws the same ones
+    positions = tf.data.Dataset.counter(start=start_epoch * per_epoch)
+    return tf.data.Dataset.zip((orders, positions)).map(fetch, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def array_dataset(
@@ -143,13 +179,16 @@ def array_dataset(
     seed: int = 0,
     drop_remainder: bool = False,
     start_epoch: int = 0,
+    output_size: tuple[int, int] | None = None,
 ):
     """Batches of (preprocessed images, one-hot labels) from a uint8 array.
 
     For evaluation: one pass in order. For training: an endless stream of
     `len(images) // batch_size` full batches per epoch (fit it with
     `steps_per_epoch`), in a fresh seeded order every epoch, augmented;
-    MixUp pairs each example with one from a second order. Every step works
+    MixUp pairs each example with one from a second order. `output_size`
+    (training with `resized-crop`) is the model's input when the images are
+    kept larger; by default the images' own size. Every step works
     on single examples and batching comes last, so that Keras' distribution
     API can read the batch size and shard the stream.
     """
@@ -168,11 +207,13 @@ def array_dataset(
 
     if onehot is None:
         raise ValueError("training needs labels")
-    layers = augmenter(augment, seed)
+    size = tuple(output_size or images.shape[1:3])
+    if size != tuple(images.shape[1:3]) and augment != "resized-crop":
+        raise ValueError(f"images of {images.shape[1:3]} need augment 'resized-crop' to reach {size}")
     per_epoch = (len(images) // batch_size) * batch_size
-    ds = _training_examples(images, onehot, per_epoch, layers, seed, start_epoch)
+    ds = _training_examples(images, onehot, per_epoch, augment, seed, start_epoch, size)
     if mixup_alpha > 0:
-        partners = _training_examples(images, onehot, per_epoch, layers, seed + 7919, start_epoch)
+        partners = _training_examples(images, onehot, per_epoch, augment, seed + 7919, start_epoch, size)
         counter = tf.data.Dataset.counter(start=(seed * 1_000_003 + start_epoch * per_epoch))
         ds = tf.data.Dataset.zip((ds, partners, counter)).map(
             lambda a, b, step: mixup_pair(a, b, mixup_alpha, step), num_parallel_calls=tf.data.AUTOTUNE
@@ -190,11 +231,14 @@ def file_dataset(
     training: bool = False,
     augment: str = "none",
     seed: int = 0,
+    output_size: tuple[int, int] | None = None,
 ):
     """Stream a list too large for memory: decode with PIL in parallel.
 
     Files that fail to decode are dropped from the stream and appended to
-    `skipped` as (file, reason), so the caller can report them.
+    `skipped` as (file, reason), so the caller can report them. Images are
+    decoded at `image_size`; training with `resized-crop` cuts crops of
+    `output_size` (the model's input) from them.
     """
     import tensorflow as tf
 
@@ -222,11 +266,22 @@ def file_dataset(
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE).filter(lambda index, image, ok: ok)
     layers = augmenter(augment, seed) if training else []
+    size = tuple(output_size or image_size)
+    cropping = training and augment == "resized-crop"
+    if size != tuple(image_size) and not cropping:
+        raise ValueError(f"images decoded at {tuple(image_size)} need training with 'resized-crop' to reach {size}")
     onehot = None if labels is None else tf.constant(np.eye(num_classes, dtype=np.float32)[np.asarray(labels)])
 
-    def finish(index, image, ok):
-        x = preprocess(apply_layers(tf.cast(image, tf.float32), layers))
+    def finish(index, image, ok, draw):
+        if cropping:
+            x = resized_crop_example(image, size, tf.stack([tf.cast(seed, tf.int64), draw]))
+        else:
+            x = apply_layers(tf.cast(image, tf.float32), layers)
+        x = preprocess(x)
         return x if onehot is None else (x, tf.gather(onehot, index))
 
-    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    # one seeded random number per example (new ones each pass) seeds its crop
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, draws)).map(lambda item, draw: finish(*item, draw),
+                                              num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

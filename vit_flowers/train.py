@@ -193,6 +193,21 @@ def restored_epoch(run_dir: Path) -> int:
     return int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
 
 
+def training_load_size(run_config: RunConfig) -> tuple[int, int]:
+    """The size training images are decoded at: the model's input, or
+    `load_size` high (the input's aspect kept) for `resized-crop` to cut from."""
+    cfg, mcfg = run_config.train, run_config.model
+    height, width = mcfg.image_size
+    if not cfg.load_size:
+        return height, width
+    if cfg.augment != "resized-crop":
+        raise ConfigError(f"--load-size {cfg.load_size} needs --augment resized-crop (crops are cut from the larger "
+                          f"images); with --augment {cfg.augment} images are decoded at the model's size")
+    if cfg.load_size < height:
+        raise ConfigError(f"--load-size {cfg.load_size} is smaller than the model's input height {height}")
+    return cfg.load_size, round(width * cfg.load_size / height)
+
+
 def array_datasets(run_config: RunConfig, global_batch: int, start_epoch: int, equal_shards: bool,
                    progress: bool):
     """Load the lists into memory: (train, val or None, steps per epoch, skipped files).
@@ -205,7 +220,8 @@ def array_datasets(run_config: RunConfig, global_batch: int, start_epoch: int, e
 
     cfg, mcfg = run_config.train, run_config.model
     size = (mcfg.image_size[0], mcfg.image_size[1])
-    x_train, y_train, skipped = load_list(cfg.train_list, mcfg.class_names, size, progress=progress)
+    x_train, y_train, skipped = load_list(cfg.train_list, mcfg.class_names, training_load_size(run_config),
+                                          progress=progress)
     if len(x_train) == 0:
         raise BadInputError(f"{cfg.train_list}: no image in the list could be read")
     require_classes(pd.DataFrame({"label": y_train}), mcfg.class_names, cfg.train_list)
@@ -213,7 +229,7 @@ def array_datasets(run_config: RunConfig, global_batch: int, start_epoch: int, e
         raise BadInputError(f"{cfg.train_list}: {len(x_train)} images, fewer than one batch of {global_batch}")
     train_ds = array_dataset(x_train, y_train, mcfg.num_classes, global_batch, training=True,
                              augment=cfg.augment, mixup_alpha=cfg.mixup_alpha, seed=cfg.seed,
-                             start_epoch=start_epoch)
+                             start_epoch=start_epoch, output_size=size)
     val_ds = None
     if cfg.val_list:
         x_val, y_val, skipped_val = load_list(cfg.val_list, mcfg.class_names, size, progress=progress)
@@ -237,8 +253,9 @@ def stream_datasets(run_config: RunConfig, global_batch: int):
     if len(train) < global_batch:
         raise BadInputError(f"{cfg.train_list}: {len(train)} images, fewer than one batch of {global_batch}")
     skipped: list[tuple[str, str]] = []
-    train_ds = file_dataset(train["path"].tolist(), train["label"].tolist(), mcfg.num_classes, size, global_batch,
-                            skipped, training=True, augment=cfg.augment, seed=cfg.seed).repeat()
+    train_ds = file_dataset(train["path"].tolist(), train["label"].tolist(), mcfg.num_classes,
+                            training_load_size(run_config), global_batch, skipped, training=True,
+                            augment=cfg.augment, seed=cfg.seed, output_size=size).repeat()
     val_ds = None
     if cfg.val_list:
         val = read_file_list(cfg.val_list, mcfg.class_names)
