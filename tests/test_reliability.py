@@ -139,6 +139,35 @@ def test_kill_while_writing_the_backup_keeps_the_previous_epochs_backup(tiny_run
     assert fresh._initial_epoch == 1
 
 
+def test_kill_while_writing_the_best_checkpoint_keeps_the_previous_best(tiny_run, tmp_path, monkeypatch):
+    from vit_flowers.train import atomic_checkpoint_callback
+
+    model, _ = load_run(tiny_run)
+    best = tmp_path / "checkpoints" / "best.weights.h5"
+    checkpoint = atomic_checkpoint_callback(best, "loss", None)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"loss": 1.0})  # the first best
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    before = model.predict(x, verbose=0)
+
+    def killed(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF half written")
+        raise KeyboardInterrupt("killed while writing the best weights")
+
+    model.layers[-1].set_weights([w * 0 for w in model.layers[-1].get_weights()])
+    monkeypatch.setattr(model, "save_weights", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.on_epoch_end(1, {"loss": 0.5})  # a better epoch, killed mid-write
+    monkeypatch.undo()
+    checkpoint.on_epoch_end(2, {"loss": 2.0})  # a worse one writes nothing
+
+    fresh, _ = load_run(tiny_run)
+    fresh.load_weights(str(best))
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), before)
+    assert sorted(p.name for p in best.parent.iterdir() if not p.name.startswith(".tmp")) == [best.name]
+
+
 def test_same_seed_gives_the_same_predictions(synthetic_data, tiny_run, tmp_path):
     from vit_flowers.train import train_run
 

@@ -127,6 +127,32 @@ def atomic_backup_callback(backup_dir: Path, keep_previous: bool = False):
     return AtomicBackupAndRestore(str(backup_dir))
 
 
+def atomic_checkpoint_callback(path: Path, monitor: str, best_so_far: float | None):
+    """Keras' ModelCheckpoint (best weights only) writing under a temporary
+    name that is renamed into place: a kill while it writes leaves the
+    previous best whole, which a resumed run may load at its end."""
+    import keras
+
+    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+        def _save_model(self, epoch, batch, logs):
+            final = Path(self.filepath)
+            tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+            tmp.unlink(missing_ok=True)
+            self.filepath = str(tmp)
+            try:
+                super()._save_model(epoch, batch, logs)  # writes tmp only when the epoch is the best
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            finally:
+                self.filepath = str(final)
+            if tmp.exists():
+                os.replace(tmp, final)
+
+    return AtomicModelCheckpoint(str(path), monitor=monitor, save_best_only=True, save_weights_only=True,
+                                 initial_value_threshold=best_so_far)
+
+
 def align_backup(run_dir: Path, gather_ints) -> int:
     """Make every process resume at the same epoch; return it.
 
@@ -175,10 +201,7 @@ def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, best_so_far: 
         atomic_backup_callback(run_dir / BACKUP_DIR, keep_previous_backup),
         # keeps the best epoch's weights in memory and puts them back at the end
         keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / BEST_WEIGHTS), monitor=monitor, save_best_only=True,
-            save_weights_only=True, initial_value_threshold=best_so_far,
-        ),
+        atomic_checkpoint_callback(run_dir / BEST_WEIGHTS, monitor, best_so_far),
     ]
     if cfg.lr_schedule == "plateau":
         callbacks.append(
