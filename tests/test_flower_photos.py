@@ -34,3 +34,17 @@ def test_real_photos_split_load_and_predict(flower_photos, tiny_run, tmp_path):
     assert len(table) == 10
     probs = table[[f"prob_{c}" for c in CLASS_NAMES]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_the_shipped_model_scores_at_least_0_70_on_the_photos_it_never_saw(flower_photos, tmp_path):
+    """The default model (no --run) on the 250 photos its training kept out
+    (the stratified split with seed 0, as models/flowers-vit-small/COMMAND.md)."""
+    import json
+
+    _, test_csv = write_file_lists(scan_class_folders(flower_photos), tmp_path, 0.2, seed=0)
+    out = tmp_path / "pred"
+    assert cli.main(["predict", "--list", str(test_csv), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["count"] == 250
+    assert metrics["accuracy"] >= 0.70
+    assert min(c["recall"] for c in metrics["per_class"].values()) >= 0.5  # no class given up on
