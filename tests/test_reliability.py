@@ -102,6 +102,19 @@ def test_crash_while_writing_weights_keeps_previous_good_weights(tiny_run, tmp_p
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".tmp")) == []
 
 
+def kill_the_next_weight_write(model, monkeypatch) -> None:
+    """Change the model's weights, then make its next `save_weights` leave a
+    half-written file and die, as a SIGKILL in the middle of the write would."""
+
+    def killed(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF half written")
+        raise KeyboardInterrupt(f"killed while writing {path}")
+
+    model.layers[-1].set_weights([w * 0 for w in model.layers[-1].get_weights()])
+    monkeypatch.setattr(model, "save_weights", killed)
+
+
 def test_kill_while_writing_the_backup_keeps_the_previous_epochs_backup(tiny_run, tmp_path, monkeypatch):
     """The backup of the weights is large; a kill while it is written must
     leave the last epoch's backup loadable (Keras writes it in place)."""
@@ -118,13 +131,7 @@ def test_kill_while_writing_the_backup_keeps_the_previous_epochs_backup(tiny_run
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     before = model.predict(x, verbose=0)
 
-    def killed(path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"\x89HDF half written")
-        raise KeyboardInterrupt("killed while writing the backup")
-
-    model.layers[-1].set_weights([w * 0 for w in model.layers[-1].get_weights()])
-    monkeypatch.setattr(model, "save_weights", killed)
+    kill_the_next_weight_write(model, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         backup.on_epoch_end(1)
     monkeypatch.undo()
@@ -150,13 +157,7 @@ def test_kill_while_writing_the_best_checkpoint_keeps_the_previous_best(tiny_run
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     before = model.predict(x, verbose=0)
 
-    def killed(path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"\x89HDF half written")
-        raise KeyboardInterrupt("killed while writing the best weights")
-
-    model.layers[-1].set_weights([w * 0 for w in model.layers[-1].get_weights()])
-    monkeypatch.setattr(model, "save_weights", killed)
+    kill_the_next_weight_write(model, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.on_epoch_end(1, {"loss": 0.5})  # a better epoch, killed mid-write
     monkeypatch.undo()
