@@ -11,18 +11,20 @@ from typing import Any, Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, optional: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` on success.
 
     The temporary name keeps the suffix, so writers that pick a format from
-    it (Keras' `.weights.h5`, matplotlib's `.png`) still work.
+    it (Keras' `.weights.h5`, matplotlib's `.png`) still work. `optional`:
+    the writer may decide to write nothing, and `path` is then left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if not (optional and not tmp.exists()):
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -114,6 +114,25 @@ def resized_crop_example(image, size: tuple[int, int], seed):
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
+def augment_example(image, augment: str, layers: list, output_size: tuple[int, int], seed: int, draw):
+    """A training example's augmentation, float32 0..255: a resized crop of
+    `output_size` seeded by (seed, draw), or the Keras `layers` in order."""
+    import tensorflow as tf
+
+    if augment == "resized-crop":
+        return resized_crop_example(image, output_size, tf.stack([tf.cast(seed, tf.int64), tf.cast(draw, tf.int64)]))
+    return apply_layers(tf.cast(image, tf.float32), layers)
+
+
+def check_output_size(stored: tuple[int, int], output_size: tuple[int, int] | None, augment: str) -> tuple[int, int]:
+    """The size examples leave at: `output_size`, which only a resized crop
+    can make differ from the size the images are stored at."""
+    size = tuple(output_size or stored)
+    if size != tuple(stored) and augment != "resized-crop":
+        raise ValueError(f"images of {tuple(stored)} need augment 'resized-crop' to reach {size}")
+    return size
+
+
 def mixup_pair(a, b, alpha: float, seed):
     """MixUp of two examples (image, one-hot label) with a Beta(alpha, alpha) weight."""
     import tensorflow as tf
@@ -156,10 +175,7 @@ def _training_examples(images: np.ndarray, onehot: np.ndarray, per_epoch: int, a
     def fetch(index, position):
         image = tf.numpy_function(lambda i: images[i], [index], tf.uint8)
         image.set_shape((height, width, 3))
-        if augment == "resized-crop":
-            x = resized_crop_example(image, output_size, tf.stack([tf.cast(seed, tf.int64), position]))
-        else:
-            x = apply_layers(tf.cast(image, tf.float32), layers)
+        x = augment_example(image, augment, layers, output_size, seed, position)
         return preprocess(x), tf.gather(table, index)
 
     orders = epoch_orders(len(images), per_epoch, seed, start_epoch)
@@ -207,9 +223,7 @@ def array_dataset(
 
     if onehot is None:
         raise ValueError("training needs labels")
-    size = tuple(output_size or images.shape[1:3])
-    if size != tuple(images.shape[1:3]) and augment != "resized-crop":
-        raise ValueError(f"images of {images.shape[1:3]} need augment 'resized-crop' to reach {size}")
+    size = check_output_size(images.shape[1:3], output_size, augment)
     per_epoch = (len(images) // batch_size) * batch_size
     ds = _training_examples(images, onehot, per_epoch, augment, seed, start_epoch, size)
     if mixup_alpha > 0:
@@ -265,19 +279,13 @@ def file_dataset(
     if training:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE).filter(lambda index, image, ok: ok)
-    layers = augmenter(augment, seed) if training else []
-    size = tuple(output_size or image_size)
-    cropping = training and augment == "resized-crop"
-    if size != tuple(image_size) and not cropping:
-        raise ValueError(f"images decoded at {tuple(image_size)} need training with 'resized-crop' to reach {size}")
+    augment = augment if training else "none"
+    layers = augmenter(augment, seed)
+    size = check_output_size(image_size, output_size, augment)
     onehot = None if labels is None else tf.constant(np.eye(num_classes, dtype=np.float32)[np.asarray(labels)])
 
     def finish(index, image, ok, draw):
-        if cropping:
-            x = resized_crop_example(image, size, tf.stack([tf.cast(seed, tf.int64), draw]))
-        else:
-            x = apply_layers(tf.cast(image, tf.float32), layers)
-        x = preprocess(x)
+        x = preprocess(augment_example(image, augment, layers, size, seed, draw))
         return x if onehot is None else (x, tf.gather(onehot, index))
 
     # one seeded random number per example (new ones each pass) seeds its crop

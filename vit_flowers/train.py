@@ -135,19 +135,14 @@ def atomic_checkpoint_callback(path: Path, monitor: str, best_so_far: float | No
 
     class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         def _save_model(self, epoch, batch, logs):
-            final = Path(self.filepath)
-            tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
-            tmp.unlink(missing_ok=True)
-            self.filepath = str(tmp)
-            try:
-                super()._save_model(epoch, batch, logs)  # writes tmp only when the epoch is the best
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            finally:
-                self.filepath = str(final)
-            if tmp.exists():
-                os.replace(tmp, final)
+            final = self.filepath
+            # Keras writes only when the epoch is the best: the rename is optional
+            with atomic.atomic_path(final, optional=True) as tmp:
+                self.filepath = str(tmp)
+                try:
+                    super()._save_model(epoch, batch, logs)
+                finally:
+                    self.filepath = final
 
     return AtomicModelCheckpoint(str(path), monitor=monitor, save_best_only=True, save_weights_only=True,
                                  initial_value_threshold=best_so_far)
