@@ -29,19 +29,58 @@ def make_tree(root, counts: dict[str, int]):
 def test_split_is_stratified_and_seeded(tmp_path):
     root = make_tree(tmp_path / "photos", {"daisy": 50, "roses": 20, "tulips": 10})
     rows = scan_class_folders(root)
-    train, test = stratified_split(rows, 0.2, seed=3)
+    train, val, test = stratified_split(rows, 0.2, seed=3)
+    assert val.empty
     assert test.groupby("type_dir").size().to_dict() == {"daisy": 10, "roses": 4, "tulips": 2}
     assert len(train) + len(test) == 80
     assert set(train["file_name"]).isdisjoint(test["file_name"])
-    again_train, again_test = stratified_split(rows, 0.2, seed=3)
+    _, _, again_test = stratified_split(rows, 0.2, seed=3)
     pd.testing.assert_frame_equal(test, again_test)
-    _, other = stratified_split(rows, 0.2, seed=4)
+    _, _, other = stratified_split(rows, 0.2, seed=4)
     assert set(other["file_name"]) != set(test["file_name"])
+    # with a validation share: three disjoint parts per class, the test part unchanged
+    train3, val3, test3 = stratified_split(rows, 0.2, seed=3, val_fraction=0.1)
+    pd.testing.assert_frame_equal(test3, test)
+    assert val3.groupby("type_dir").size().to_dict() == {"daisy": 5, "roses": 2, "tulips": 1}
+    names = [set(part["file_name"]) for part in (train3, val3, test3)]
+    assert sum(map(len, names)) == 80 and len(set.union(*names)) == 80
+
+
+def test_split_refuses_fractions_that_leave_nothing_to_train(tmp_path):
+    rows = scan_class_folders(make_tree(tmp_path / "photos", {"daisy": 10, "roses": 10}))
+    for test, val in ((0.0, 0.1), (0.6, 0.4), (1.0, 0.0), (0.2, -0.1)):
+        with pytest.raises(BadInputError, match="fraction"):
+            stratified_split(rows, test, seed=0, val_fraction=val)
+
+
+def test_the_three_lists_are_written_all_or_none(tmp_path, monkeypatch):
+    rows = scan_class_folders(make_tree(tmp_path / "data" / "images", {"daisy": 10, "tulips": 10}))
+    lists = write_file_lists(rows, tmp_path / "data", 0.2, seed=0, val_fraction=0.2)
+    assert sorted(p.name for p in lists.values()) == ["testing_files.csv", "training_files.csv",
+                                                      "validation_files.csv"]
+    before = {p.name: p.read_bytes() for p in lists.values()}
+    calls = []
+    original = pd.DataFrame.to_csv
+
+    def fail_on_second(frame, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return original(frame, path, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", fail_on_second)
+    with pytest.raises(OSError, match="disk full"):
+        write_file_lists(rows, tmp_path / "data", 0.5, seed=1, val_fraction=0.2)
+    monkeypatch.undo()
+    # the first list was written under a temporary name and never renamed: the old set stands whole
+    assert {p.name: p.read_bytes() for p in lists.values()} == before
+    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".tmp")]
 
 
 def test_written_lists_have_seed_columns_and_resolve(tmp_path):
     root = make_tree(tmp_path / "data" / "images", {"daisy": 5, "tulips": 5})
-    train_csv, test_csv = write_file_lists(scan_class_folders(root), tmp_path / "data", 0.2, seed=0)
+    lists = write_file_lists(scan_class_folders(root), tmp_path / "data", 0.2, seed=0)
+    train_csv, test_csv = lists["train"], lists["test"]
     raw = pd.read_csv(train_csv)
     assert list(raw.columns) == COLUMNS
     assert raw["base_path"].unique().tolist() == ["images"]  # relative to the list's folder

@@ -15,7 +15,8 @@ from conftest import CLASS_NAMES
 def test_real_photos_split_load_and_predict(flower_photos, tiny_run, tmp_path):
     rows = scan_class_folders(flower_photos)
     assert sorted(rows["type_dir"].unique()) == CLASS_NAMES
-    train_csv, test_csv = write_file_lists(rows, tmp_path, 0.2, seed=0)
+    lists = write_file_lists(rows, tmp_path, 0.2, seed=0)
+    train_csv, test_csv = lists["train"], lists["test"]
     test = read_file_list(test_csv, CLASS_NAMES)
     assert len(test) == round(len(rows) * 0.2)
     sample = test.groupby("label").head(4)
@@ -41,7 +42,7 @@ def test_the_shipped_model_scores_at_least_0_70_on_the_photos_it_never_saw(flowe
     (the stratified split with seed 0, as models/flowers-vit-small/COMMAND.md)."""
     import json
 
-    _, test_csv = write_file_lists(scan_class_folders(flower_photos), tmp_path, 0.2, seed=0)
+    test_csv = write_file_lists(scan_class_folders(flower_photos), tmp_path, 0.2, seed=0)["test"]
     out = tmp_path / "pred"
     assert cli.main(["predict", "--list", str(test_csv), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -42,10 +42,18 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def csv_options() -> dict[str, Any]:
+    """How every CSV is written: UTF-8 without the index; a file name that is
+    not valid UTF-8 (a str with surrogate escapes, as `os.listdir` gives it)
+    is written back as its original bytes, so it round-trips exactly when
+    read with `encoding_errors="surrogateescape"`."""
+    return {"index": False, "encoding": "utf-8", "errors": "surrogateescape"}
+
+
 def write_csv(path: str | os.PathLike, frame: Any) -> Path:
-    """Write a pandas DataFrame as CSV atomically, without the index."""
+    """Write a pandas DataFrame as CSV atomically (see `csv_options`)."""
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, **csv_options())
     return Path(path)
 
 

@@ -1,9 +1,12 @@
 """Where a data set comes from: a local folder, the flower_photos download,
-or a generator of this package (synthetic flowers, inspection shapes)."""
+or a registered generator (the CLI registers the synthetic flowers and the
+inspection shapes; this module imports neither).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Mapping
 
 import pandas as pd
 
@@ -11,7 +14,8 @@ from .errors import BadInputError
 from .filelists import scan_class_folders
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
-GENERATED = ("synthetic", "inspection")
+# writes images under a folder and returns their list rows: (folder, per class, image side, seed) -> rows
+Generator = Callable[[Path, int, int, int], pd.DataFrame]
 
 
 def download_flower_photos(url: str = FLOWERS_URL) -> Path:
@@ -34,24 +38,19 @@ def download_flower_photos(url: str = FLOWERS_URL) -> Path:
     raise BadInputError(f"{archive}: downloaded, but no flower_photos/<class>/ folders inside")
 
 
-def source_rows(source: str, out_dir: Path, per_class: int, image_size: int, seed: int) -> pd.DataFrame:
-    """List rows (base_path, type_dir, file_name) for `source`, generating
-    images under `out_dir/images` when the source is a generator."""
-    if source == "synthetic":
-        from .synthetic import write_synthetic_flowers
-
-        return write_synthetic_flowers(out_dir / "images", per_class, image_size, seed)
-    if source == "inspection":
-        from .primer.inspection import write_inspection_classes
-
-        write_inspection_classes(out_dir / "images", n_per_class=per_class, image_size=image_size, seed=seed)
-        return scan_class_folders(out_dir / "images")
+def source_rows(source: str, out_dir: Path, per_class: int, image_size: int, seed: int,
+                generators: Mapping[str, Generator]) -> pd.DataFrame:
+    """List rows (base_path, type_dir, file_name) for `source`: a generator's
+    name (its images are written under `out_dir/images`), 'download', or a
+    folder of class subfolders."""
+    if source in generators:
+        return generators[source](out_dir / "images", per_class, image_size, seed)
     if source == "download":
         return scan_class_folders(download_flower_photos())
     folder = Path(source)
     if not folder.is_dir():
         raise BadInputError(
             f"--source {source!r}: not a folder; use a folder of class subfolders, "
-            f"'download', or one of {GENERATED}"
+            f"'download', or one of {', '.join(generators)}"
         )
     return scan_class_folders(folder)

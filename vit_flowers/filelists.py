@@ -1,14 +1,15 @@
 """Make and read the CSV file lists (`base_path,type_dir,file_name`).
 
-A list row names one image as `base_path/type_dir/file_name`, as the seed's
+A list row names one image as `base_path/type_dir/file_name`, as the post's
 `training_files.csv` did. The label is the class name found in `type_dir`
-(the seed's `create_labels`). A relative `base_path` is read relative to the
+(the post's `create_labels`). A relative `base_path` is read relative to the
 folder that holds the list, so a data dir can be moved as a whole.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,7 @@ from .errors import BadInputError
 COLUMNS = ["base_path", "type_dir", "file_name"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 TRAINING_LIST = "training_files.csv"
+VALIDATION_LIST = "validation_files.csv"
 TESTING_LIST = "testing_files.csv"
 
 
@@ -28,14 +30,22 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def list_folder(folder: Path) -> list[Path]:
+    """A folder's entries, sorted; a folder that cannot be listed is bad input naming it."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        raise BadInputError(f"{folder}: cannot list the folder ({err.strerror or err})") from err
+
+
 def scan_class_folders(root: str | Path) -> pd.DataFrame:
     """List `root/<class>/<image>` as list rows; class folders sorted by name."""
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(f"{root}: not a folder of class subfolders")
     rows = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not is_image_name(p)):
-        for item in sorted(class_dir.iterdir()):
+    for class_dir in [p for p in list_folder(root) if p.is_dir() and not is_image_name(p)]:
+        for item in list_folder(class_dir):
             if is_image_name(item):
                 rows.append((str(root), class_dir.name, item.name))
     if not rows:
@@ -48,44 +58,71 @@ def class_names_of(frame: pd.DataFrame) -> list[str]:
     return sorted(frame["type_dir"].unique().tolist())
 
 
+def check_fractions(test_fraction: float, val_fraction: float) -> None:
+    """Test and validation shares that leave something to train on."""
+    for name, value in (("--test-fraction", test_fraction), ("--val-fraction", val_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise BadInputError(f"{name} must be at least 0 and below 1, got {value}")
+    if not 0.0 < test_fraction:
+        raise BadInputError(f"--test-fraction must be above 0, got {test_fraction}")
+    if test_fraction + val_fraction >= 1.0:
+        raise BadInputError(f"--test-fraction {test_fraction} and --val-fraction {val_fraction} leave nothing "
+                            f"to train on")
+
+
 def stratified_split(
-    frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split each class apart with the same fraction, reproducibly."""
-    if not 0.0 < test_fraction < 1.0:
-        raise BadInputError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0, val_fraction: float = 0.0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split each class into train / validation / test with the same
+    fractions, reproducibly: (train, validation, test). Each part of a class
+    with at least three images gets at least one; validation is empty when
+    `val_fraction` is 0."""
+    check_fractions(test_fraction, val_fraction)
     rng = np.random.default_rng(seed)
-    train_parts, test_parts = [], []
+    parts: tuple[list, list, list] = ([], [], [])
     for _, group in frame.groupby("type_dir", sort=True):
         order = rng.permutation(len(group))
         n_test = int(round(len(group) * test_fraction))
+        n_val = int(round(len(group) * val_fraction))
         if len(group) >= 2:
             n_test = min(max(n_test, 1), len(group) - 1)
-        test_parts.append(group.iloc[order[:n_test]])
-        train_parts.append(group.iloc[order[n_test:]])
-    train = pd.concat(train_parts).sort_index().reset_index(drop=True)
-    test = pd.concat(test_parts).sort_index().reset_index(drop=True)
-    return train, test
+        if val_fraction > 0 and len(group) >= 3:
+            n_val = min(max(n_val, 1), len(group) - n_test - 1)
+        parts[2].append(group.iloc[order[:n_test]])
+        parts[1].append(group.iloc[order[n_test:n_test + n_val]])
+        parts[0].append(group.iloc[order[n_test + n_val:]])
+    train, val, test = (pd.concat(part).sort_index().reset_index(drop=True) for part in parts)
+    return train, val, test
 
 
 def write_file_lists(
-    frame: pd.DataFrame, out_dir: str | Path, test_fraction: float = 0.2, seed: int = 0
-) -> tuple[Path, Path]:
-    """Write `training_files.csv` and `testing_files.csv` into `out_dir`.
+    frame: pd.DataFrame, out_dir: str | Path, test_fraction: float = 0.2, seed: int = 0, val_fraction: float = 0.0
+) -> dict[str, Path]:
+    """Write `training_files.csv`, `validation_files.csv` (when `val_fraction`
+    is above 0) and `testing_files.csv` into `out_dir`, all or none: every
+    list is written under a temporary name first and renamed only when all
+    are written. Returns {"train", "val", "test": path} for the lists written.
 
     Base paths inside `out_dir` are written relative to it.
     """
-    from .atomic import write_csv
+    import contextlib
+
+    from .atomic import atomic_path, csv_options
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = frame.copy()
     frame["base_path"] = [_relative_if_inside(Path(p), out_dir) for p in frame["base_path"]]
-    train, test = stratified_split(frame, test_fraction, seed)
-    return (
-        write_csv(out_dir / TRAINING_LIST, train[COLUMNS]),
-        write_csv(out_dir / TESTING_LIST, test[COLUMNS]),
-    )
+    train, val, test = stratified_split(frame, test_fraction, seed, val_fraction)
+    lists = {"train": (TRAINING_LIST, train), "test": (TESTING_LIST, test)}
+    if val_fraction > 0:
+        lists["val"] = (VALIDATION_LIST, val)
+    else:
+        (out_dir / VALIDATION_LIST).unlink(missing_ok=True)  # an older split's, wrong beside these
+    with contextlib.ExitStack() as stack:
+        for name, part in lists.values():
+            part[COLUMNS].to_csv(stack.enter_context(atomic_path(out_dir / name)), **csv_options())
+    return {key: out_dir / name for key, (name, _) in lists.items()}
 
 
 def _relative_if_inside(path: Path, folder: Path) -> str:
@@ -93,18 +130,57 @@ def _relative_if_inside(path: Path, folder: Path) -> str:
     return os.path.relpath(path, folder) if path.is_relative_to(folder) else str(path)
 
 
+_COMPONENT_SEPARATORS = re.compile(r"[/\\]+")
+_TOKEN_SEPARATORS = re.compile(r"[/\\_\-.\s]+")
+
+
+def _tokens(text: str) -> list[str]:
+    """Lower-cased words of a name split at `/ \\ _ - .` and white space."""
+    return [token for token in _TOKEN_SEPARATORS.split(text.casefold()) if token]
+
+
+def _token_spans(words: list[str], name: str) -> list[tuple[int, int]]:
+    """Where the words of class `name` occur as a contiguous run in `words`."""
+    target = _tokens(name)
+    n = len(target)
+    if n == 0:
+        return []
+    return [(i, i + n) for i in range(len(words) - n + 1) if words[i:i + n] == target]
+
+
 def match_class(type_dir: str, class_names: Sequence[str]) -> str | None:
-    """The class named in `type_dir`: an exact match, else the one class name it contains."""
+    """The one class that `type_dir` names, or None when it names none or several.
+
+    The rules, first that applies:
+    1. `type_dir` is a class name: that class.
+    2. A path component (split at `/` or `\\`) is a class name: that class
+       (several different ones: None).
+    3. Split into words at `/ \\ _ - .` and white space, compared without case:
+       the classes whose words occur as whole words (a run of words for a
+       class like `red_roses`). A class found only inside a longer class's
+       match (`roses` inside `red_roses`) does not count. Exactly one class
+       left: it; several: None. So `Roses`, `red-roses` and `flowers/roses.v2`
+       are roses, `roses_and_tulips` is none (ambiguous, never the first),
+       and `rosebush` is not `rose` (no substring matches inside a word).
+    """
     if type_dir in class_names:
         return type_dir
-    parts = Path(type_dir).parts
-    for name in class_names:
-        if name in parts:
-            return name
-    found = [name for name in class_names if name in type_dir]
-    if len(found) == 1:
-        return found[0]
-    return None
+    named = {part for part in _COMPONENT_SEPARATORS.split(type_dir) if part in class_names}
+    if named:
+        return named.pop() if len(named) == 1 else None
+    words = _tokens(type_dir)
+    spans = {name: _token_spans(words, name) for name in class_names}
+    spans = {name: found for name, found in spans.items() if found}
+
+    def inside_longer(name: str) -> bool:
+        return all(
+            any(a <= start and end <= b and (b - a) > (end - start)
+                for other, theirs in spans.items() if other != name for a, b in theirs)
+            for start, end in spans[name]
+        )
+
+    found = [name for name in spans if not inside_longer(name)]
+    return found[0] if len(found) == 1 else None
 
 
 def read_file_list(
@@ -118,11 +194,14 @@ def read_file_list(
     if not csv_path.is_file():
         raise BadInputError(f"{csv_path}: file list not found")
     try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                            encoding_errors="surrogateescape")
     except pd.errors.EmptyDataError:
         raise BadInputError(f"{csv_path}: the list is empty (expected a header {','.join(COLUMNS)} and rows)")
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise BadInputError(f"{csv_path}: not a readable CSV file ({err})") from err
+    except OSError as err:
+        raise BadInputError(f"{csv_path}: cannot read the list ({err.strerror or err})") from err
     columns = [c.strip() for c in frame.columns]
     frame.columns = columns
     missing = [c for c in COLUMNS if c not in columns]

@@ -1,5 +1,11 @@
 """Decode image files into one preallocated uint8 array, skipping bad files.
 
+Each file is opened and read by Python (without blocking on a FIFO, without
+following a path twice) and decoded from memory: no C library is handed a
+path, so a file name that is not UTF-8 decodes like any other, and every
+reason a file cannot be read (permission denied, not a regular file, a
+symbolic link loop, too short to be an image) becomes a skipped row.
+
 JPEGs (not truncated) are decoded by OpenCV, which holds
 no GIL while it works and applies the EXIF orientation itself. Every other
 file is opened with PIL, turned upright from its EXIF orientation
@@ -14,6 +20,8 @@ copy.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
 import threading
@@ -24,11 +32,17 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+from struct import error as struct_error
+
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 SKIPPED_COLUMNS = ["file", "reason"]
 ORIENTATION = 0x0112  # the EXIF orientation tag
 BACKGROUND = (255, 255, 255)
+# the smallest valid image files (a 1x1 GIF, BMP or PNG) are a few dozen bytes
+MIN_IMAGE_BYTES = 20
+MAX_IMAGE_BYTES = 1 << 30  # a larger file is refused before it is read into memory
+JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
 
 
 class UnreadableImage(Exception):
@@ -69,25 +83,65 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
-def _ends_cleanly(path: Path) -> bool:
-    """True when a JPEG file ends with its end-of-image marker (not truncated)."""
-    with open(path, "rb") as f:
-        f.seek(-2, os.SEEK_END)
-        return f.read(2) == b"\xff\xd9"
+def _open_reason(err: OSError, path: Path) -> str:
+    """What a person should read for an error opening `path`."""
+    if err.errno == errno.ENOENT:
+        return "dangling symbolic link (its target does not exist)" if os.path.islink(path) else "file not found"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if err.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if err.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    if err.errno == errno.ENOTDIR:
+        return "file not found (a folder on its path is a file)"
+    return f"cannot open: {err.strerror or err}"
 
 
-def _opencv_jpeg(path: Path) -> np.ndarray | None:
-    """Decode a JPEG with OpenCV, which holds no GIL while it decodes and
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, or UnreadableImage with the reason.
+
+    Opened without blocking (a FIFO named .jpg would otherwise hang the
+    command) and checked on the open descriptor: a regular file of a
+    plausible size, read whole."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise UnreadableImage(_open_reason(err, path)) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise UnreadableImage("is a directory, not an image file")
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableImage("not a regular file (a FIFO, socket or device)")
+        if info.st_size == 0:
+            raise UnreadableImage("empty file (0 bytes)")
+        if info.st_size < MIN_IMAGE_BYTES:
+            raise UnreadableImage(f"too short to be an image ({info.st_size} bytes)")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise UnreadableImage(f"{info.st_size} bytes, larger than the {MAX_IMAGE_BYTES} bytes an image may have")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise UnreadableImage(f"cannot read: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+
+
+def _opencv_jpeg(data: bytes) -> np.ndarray | None:
+    """Decode JPEG bytes with OpenCV, which holds no GIL while it decodes and
     applies the EXIF orientation itself. None (PIL will decide) when the
-    file is not a cleanly ended JPEG, OpenCV cannot read it, or it is over
-    PIL's decompression-bomb limit (OpenCV's own limit is set to PIL's when
-    the package is imported first, so such files are not even decoded)."""
+    bytes are not a cleanly ended JPEG, OpenCV cannot read them, or the image
+    is over PIL's decompression-bomb limit (OpenCV's own limit is set to
+    PIL's when the package is imported first, so such files are not even
+    decoded)."""
     import cv2
 
-    if path.suffix.lower() not in (".jpg", ".jpeg") or not _ends_cleanly(path):
+    if not (data.startswith(JPEG_START) and data.endswith(JPEG_END)):
         return None
     try:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:  # over OpenCV's pixel limit, among others
         return None
     if bgr is None or (Image.MAX_IMAGE_PIXELS and bgr.shape[0] * bgr.shape[1] > Image.MAX_IMAGE_PIXELS):
@@ -95,11 +149,11 @@ def _opencv_jpeg(path: Path) -> np.ndarray | None:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _pil_decode(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode with PIL: every format and colour mode, EXIF orientation; the
-    reasons for files that cannot be read."""
+def _pil_decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """Decode bytes with PIL: every format and colour mode, EXIF orientation;
+    the reasons for files that cannot be read."""
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             pixels = image.size[0] * image.size[1]
             if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
                 raise UnreadableImage(
@@ -113,7 +167,8 @@ def _pil_decode(path: Path, size: tuple[int, int]) -> np.ndarray:
         raise UnreadableImage("not an image PIL can identify (wrong format or random bytes)")
     except Image.DecompressionBombError as err:
         raise UnreadableImage(f"over PIL's decompression-bomb limit ({err})")
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+            struct_error) as err:
         raise UnreadableImage(f"cannot decode: {err}")
 
 
@@ -130,26 +185,18 @@ def _pil_pixels(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 def decode_image(path: str | os.PathLike, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """Decode one file to a (height, width, 3) uint8 array at `size` (h, w).
 
-    JPEGs are decoded by OpenCV, everything else (and any JPEG OpenCV
-    refuses) by PIL. OpenCV resizes, releasing the GIL and writing straight
+    The file is read by Python; JPEG bytes are decoded by OpenCV, everything
+    else (and any JPEG OpenCV refuses) by PIL. OpenCV resizes, releasing the GIL and writing straight
     into `out` when given (a row of the caller's array). Raises UnreadableImage with a reason a person can
     act on.
     """
     import cv2
 
-    path = Path(path)
     height, width = size
-    try:
-        info = path.stat()
-    except OSError:
-        raise UnreadableImage("file not found")
-    if stat.S_ISDIR(info.st_mode):
-        raise UnreadableImage("is a directory, not an image file")
-    if info.st_size == 0:
-        raise UnreadableImage("empty file (0 bytes)")
-    pixels = _opencv_jpeg(path)
+    data = read_image_bytes(path)
+    pixels = _opencv_jpeg(data)
     if pixels is None:
-        pixels = _pil_decode(path, size)
+        pixels = _pil_decode(data, size)
     if out is None:
         out = np.empty((height, width, 3), np.uint8)
     if pixels.shape[:2] == (height, width):
@@ -185,6 +232,12 @@ def load_images(
         except UnreadableImage as err:
             with lock:
                 reasons[index] = str(err)
+        except MemoryError:
+            with lock:
+                reasons[index] = "out of memory while decoding"
+        except Exception as err:  # a decoder's own failure on this file: skip it, keep the others
+            with lock:
+                reasons[index] = f"cannot decode ({type(err).__name__}: {err})"
 
     threads = num_threads or min(8, os.cpu_count() or 1)
     done = 0
