@@ -103,12 +103,45 @@ def test_offline_pretrained_download_names_url_and_cache_path(tmp_path, monkeypa
 
     monkeypatch.setattr(keras.utils, "get_file", no_network)
     cfg = model_config("b16", CLASS_NAMES, 32, weights="imagenet21k+imagenet2012")
-    fname, url, cached = pretrained_file(cfg)
-    assert url.endswith("ViT-B_16_imagenet21k+imagenet2012.npz")
-    assert cached == tmp_path / "keras" / "weights" / fname
+    fname, url = pretrained_file(cfg)
+    assert fname == "ViT-B_16_imagenet21k+imagenet2012.npz" and url.endswith("/" + fname)
     with pytest.raises(WeightsUnavailableError) as err:
         build_classifier(cfg)
-    assert url in str(err.value) and str(cached) in str(err.value)
+    for part in (url, fname, "$KERAS_HOME/weights/", "--weights PATH.npz"):
+        assert part in str(err.value)
+
+
+def test_pretrained_weights_are_looked_up_through_keras_get_file(tmp_path, monkeypatch):
+    """Keras' get_file owns the cache (and its fallback when ~/.keras is not writable)."""
+    import keras
+
+    calls = []
+
+    def cached(fname, origin, cache_subdir):
+        calls.append((fname, origin, cache_subdir))
+        return str(tmp_path / fname)
+
+    monkeypatch.setattr(keras.utils, "get_file", cached)
+    from vit_flowers.model import fetch_pretrained
+
+    cfg = model_config("b32", CLASS_NAMES, 32, weights="imagenet21k")
+    assert fetch_pretrained(cfg) == tmp_path / "ViT-B_32_imagenet21k.npz"
+    assert calls == [("ViT-B_32_imagenet21k.npz", pretrained_file(cfg)[1], "weights")]
+
+
+def test_architecture_table_equals_vit_keras_configs():
+    from vit_keras import vit
+
+    for name, reference in (("b16", vit.CONFIG_B), ("b32", vit.CONFIG_B), ("l16", vit.CONFIG_L),
+                            ("l32", vit.CONFIG_L)):
+        spec = ARCHITECTURES[name]
+        assert {key: getattr(spec, key) for key in reference} == reference, name
+
+
+def test_an_unknown_model_field_is_refused_with_the_nearest_name():
+    with pytest.raises(ConfigError, match="unknown field 'head_unit'; did you mean 'head_units'"):
+        model_config("tiny", CLASS_NAMES, head_unit=99)
+    assert model_config("tiny", CLASS_NAMES, head_units=99).head_units == 99
 
 
 def test_reloaded_run_predicts_identically(tiny_run):
@@ -168,7 +201,7 @@ def test_conv_stem_needs_a_power_of_two_patch_and_no_pretrained_weights():
         model_config("tiny", CLASS_NAMES, 36, patch_size=6, stem="conv")
     with pytest.raises(ConfigError, match="patch stem only"):
         model_config("b16", CLASS_NAMES, 224, weights="imagenet21k", stem="conv")
-    with pytest.raises(ConfigError, match="unknown stem"):
+    with pytest.raises(ConfigError, match="stem is 'hybrid'; choose one of patch, conv"):
         model_config("tiny", CLASS_NAMES, 32, stem="hybrid")
 
 

@@ -1,31 +1,33 @@
-"""Build the ViT backbone and the seed's head; save and load a run dir.
+"""Build the ViT backbone and the post's head; save and load a run dir.
 
 One builder over a table of architectures (vit_keras' B/16, B/32, L/16,
 L/32 and two from-scratch configs small enough for a CPU). The classifier
-is the seed's: backbone, Flatten, BatchNormalization, Dense(21, gelu),
+is the source post's: backbone, Flatten, BatchNormalization, Dense(21, gelu),
 BatchNormalization, Dense(n_classes, softmax), as a Sequential whose
-`layers[0]` is the backbone, so the seed's
+`layers[0]` is the backbone, so the post's
 `visualize.attention_map(model=model.layers[0], ...)` works unchanged.
 
 A run dir holds `config.json` and `model.weights.h5`; loading rebuilds the
-model from the config and reads the weights. No pickles, no `safe_mode`.
+model from the config, checks that every weight in the file has its place
+in the model (and every place a weight), then reads them. No pickles, no
+`safe_mode`.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import ModelConfig, RunConfig
+from .config import STEMS, ModelConfig, RunConfig, check_model_config, replace_checked
 from .errors import ConfigError, WeightsUnavailableError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "flowers-vit-small"
 PRETRAINED_WEIGHTS = ("imagenet21k+imagenet2012", "imagenet21k")
-STEMS = ("patch", "conv")
 PRETRAINED_URL = "https://github.com/faustomorales/vit-keras/releases/download/dl/ViT-{size}_{weights}.npz"
 
 
@@ -43,13 +45,19 @@ class Architecture:
     pretrained: Optional[str] = None
 
 
+# B and L are vit_keras' CONFIG_B and CONFIG_L (a test holds them equal; they
+# are not imported from vit_keras here because that imports TensorFlow)
+_BASE = dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072, dropout=0.1)
+_LARGE = dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096, dropout=0.1)
 ARCHITECTURES: dict[str, Architecture] = {
-    "b16": Architecture(16, 768, 12, 12, 3072, 0.1, 224, "B_16"),
-    "b32": Architecture(32, 768, 12, 12, 3072, 0.1, 224, "B_32"),
-    "l16": Architecture(16, 1024, 24, 16, 4096, 0.1, 384, "L_16"),
-    "l32": Architecture(32, 1024, 24, 16, 4096, 0.1, 384, "L_32"),
-    "tiny": Architecture(8, 64, 4, 4, 128, 0.0, 48),
-    "small": Architecture(8, 128, 6, 4, 256, 0.1, 64),
+    "b16": Architecture(patch_size=16, image_size=224, pretrained="B_16", **_BASE),
+    "b32": Architecture(patch_size=32, image_size=224, pretrained="B_32", **_BASE),
+    "l16": Architecture(patch_size=16, image_size=384, pretrained="L_16", **_LARGE),
+    "l32": Architecture(patch_size=32, image_size=384, pretrained="L_32", **_LARGE),
+    "tiny": Architecture(patch_size=8, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128, dropout=0.0,
+                         image_size=48),
+    "small": Architecture(patch_size=8, hidden_size=128, num_layers=6, num_heads=4, mlp_dim=256, dropout=0.1,
+                          image_size=64),
 }
 
 
@@ -60,38 +68,27 @@ def model_config(
     weights: str = "none",
     **overrides,
 ) -> ModelConfig:
-    """Resolve an architecture name (plus overrides) into a ModelConfig."""
+    """Resolve an architecture name (plus overrides of any ModelConfig field)
+    into a checked ModelConfig; an unknown field is refused with the nearest name."""
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown model {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     spec = ARCHITECTURES[arch]
     if image_size is None:
         image_size = spec.image_size
     size = [int(image_size), int(image_size)] if isinstance(image_size, int) else [int(v) for v in image_size]
-    patch = int(overrides.pop("patch_size", spec.patch_size))
-    if size[0] % patch or size[1] % patch:
-        raise ConfigError(f"image size {size} is not a multiple of the patch size {patch} of model {arch!r}")
-    if weights != "none" and weights in PRETRAINED_WEIGHTS and spec.pretrained is None:
+    if weights in PRETRAINED_WEIGHTS and spec.pretrained is None:
         raise ConfigError(f"model {arch!r} has no pretrained weights; use --weights none or a .npz path")
-    hidden = int(overrides.pop("hidden_size", spec.hidden_size))
-    stem = overrides.pop("stem", "patch")
-    check_stem(stem, patch, weights)
-    cfg = ModelConfig(
-        arch=arch,
-        image_size=size,
-        patch_size=patch,
-        hidden_size=hidden,
-        num_layers=int(overrides.pop("num_layers", spec.num_layers)),
-        num_heads=int(overrides.pop("num_heads", spec.num_heads)),
-        mlp_dim=int(overrides.pop("mlp_dim", spec.mlp_dim)),
-        dropout=float(overrides.pop("dropout", spec.dropout)),
-        class_names=list(class_names),
-        # vit_keras adds a pre-logits layer for the imagenet21k-only weights
-        representation_size=hidden if weights == "imagenet21k" else None,
-        weights=weights,
-        stem=stem,
+    base = ModelConfig(
+        arch=arch, image_size=size, patch_size=spec.patch_size, hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers, num_heads=spec.num_heads, mlp_dim=spec.mlp_dim, dropout=spec.dropout,
+        class_names=list(class_names), weights=weights,
     )
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
+    cfg = replace_checked(base, "model", **overrides)
+    if "representation_size" not in overrides:
+        # vit_keras adds a pre-logits layer for the imagenet21k-only weights
+        cfg.representation_size = cfg.hidden_size if weights == "imagenet21k" else None
+    check_model_config(cfg)
+    check_stem(cfg.stem, cfg.patch_size, cfg.weights)
     return cfg
 
 
@@ -148,7 +145,7 @@ def build_conv_stem_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
 
 
 def build_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
-    """The vit_keras ViT without its top, as the seed's `vit.vit_b16(include_top=False)`
+    """The vit_keras ViT without its top, as the post's `vit.vit_b16(include_top=False)`
     (or with a convolutional stem, `cfg.stem == "conv"`)."""
     from vit_keras import vit
 
@@ -171,32 +168,28 @@ def build_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     )
 
 
-def pretrained_file(cfg: ModelConfig) -> tuple[str, str, Path]:
-    """(file name, URL, cache path) of the pretrained weights for `cfg`."""
+def pretrained_file(cfg: ModelConfig) -> tuple[str, str]:
+    """(file name, URL) of the pretrained weights for `cfg`."""
     spec = ARCHITECTURES[cfg.arch]
-    fname = f"ViT-{spec.pretrained}_{cfg.weights}.npz"
-    url = PRETRAINED_URL.format(size=spec.pretrained, weights=cfg.weights)
-    cache_root = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return fname, url, cache_root / "weights" / fname
+    return f"ViT-{spec.pretrained}_{cfg.weights}.npz", PRETRAINED_URL.format(size=spec.pretrained, weights=cfg.weights)
 
 
 def fetch_pretrained(cfg: ModelConfig) -> Path:
-    """Path of the pretrained .npz: from the Keras cache, else downloaded.
+    """Path of the pretrained .npz: Keras' cache (`keras.utils.get_file`,
+    which looks there before downloading), else downloaded into it.
 
-    Offline, the error names the URL and the cache path to drop the file at.
+    Offline, the error names the file, the URL and where the cache is.
     """
     import keras
 
-    fname, url, cached = pretrained_file(cfg)
-    if cached.is_file():
-        return cached
+    fname, url = pretrained_file(cfg)
     try:
         return Path(keras.utils.get_file(fname, url, cache_subdir="weights"))
     except Exception as err:  # network errors come in many types
         raise WeightsUnavailableError(
-            f"could not download the pretrained weights {url} ({type(err).__name__}: {err}). "
-            f"Download that file on a machine with network and put it at {cached}, "
-            f"or pass --weights PATH.npz"
+            f"could not download the pretrained weights {fname} from {url} ({type(err).__name__}: {err}). "
+            f"Download that file on a machine with network and put it in Keras' cache folder "
+            f"($KERAS_HOME/weights/, by default ~/.keras/weights/), or pass --weights PATH.npz"
         ) from err
 
 
@@ -219,8 +212,21 @@ def load_backbone_weights(backbone, cfg: ModelConfig) -> None:
         raise ConfigError(f"{path}: weights do not fit model {cfg.arch!r} ({type(err).__name__}: {err})") from err
 
 
+def head_activation(form: str):
+    """The head's gelu: Keras' exact one, or the tanh approximation
+    (`tfa.activations.gelu`'s default, which the post used)."""
+    import keras
+
+    if form == "tanh":
+        def gelu_tanh(x):
+            return keras.activations.gelu(x, approximate=True)
+
+        return gelu_tanh
+    return "gelu"
+
+
 def build_classifier(cfg: ModelConfig, load_pretrained: bool = True, sync_batchnorm: bool = False):
-    """Backbone + the seed's head, built (weights created) and ready to compile.
+    """Backbone + the post's head, built (weights created) and ready to compile.
 
     `sync_batchnorm` shares batch statistics across replicas of a
     tf.distribute strategy; the weights are the same either way.
@@ -238,7 +244,7 @@ def build_classifier(cfg: ModelConfig, load_pretrained: bool = True, sync_batchn
             backbone,
             keras.layers.Flatten(),
             batch_norm(),
-            keras.layers.Dense(cfg.head_units, activation="gelu"),
+            keras.layers.Dense(cfg.head_units, activation=head_activation(cfg.head_gelu)),
             batch_norm(),
             keras.layers.Dense(cfg.num_classes, activation="softmax", dtype="float32"),
         ],
@@ -275,12 +281,64 @@ def resolve_run(run: str | Path | None) -> Path:
     return DEFAULT_MODEL_DIR
 
 
-def load_run(run_dir: str | Path, weights_file: str = WEIGHTS_FILE):
-    """Rebuild the model from `config.json` and load its weights.
+def weight_layout(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every array of a Keras `.weights.h5` file: {path inside the file: shape}."""
+    import h5py
 
-    Returns (model, RunConfig). A config whose classes or shapes disagree with
-    the weights gives a ConfigError naming both.
-    """
+    layout: dict[str, tuple[int, ...]] = {}
+
+    def visit(name: str, item) -> None:
+        if isinstance(item, h5py.Dataset):
+            layout[name] = tuple(item.shape)
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError as err:
+        raise ConfigError(f"{path}: not a readable HDF5 weights file ({err})") from err
+    return layout
+
+
+def model_layout(model) -> dict[str, tuple[int, ...]]:
+    """The layout Keras gives `model`'s weights file, written by Keras itself
+    (to memory-backed scratch space where there is one) and read back."""
+    scratch = "/dev/shm" if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        path = Path(tmp) / "expected.weights.h5"
+        model.save_weights(str(path))
+        return weight_layout(path)
+
+
+def _layer_of(path: str) -> str:
+    """'layers/functional/layers/transformer_block_2/att/vars/0' -> 'functional/transformer_block_2/att'."""
+    parts = [p for p in path.split("/") if p != "layers"]
+    if len(parts) >= 2 and parts[-2] == "vars":
+        parts = parts[:-2]
+    return "/".join(parts)
+
+
+def check_weights_match(model, weights: Path, config_path: Path, cfg: ModelConfig) -> None:
+    """Refuse weights that do not fit the model built from the config: an
+    array the model has no place for, a place with no array, or another shape."""
+    expected, found = model_layout(model), weight_layout(weights)
+    if expected == found:
+        return
+    problems = [(path, f"{_layer_of(path)} is in the weights but not in the model the config describes")
+                for path in found.keys() - expected.keys()]
+    problems += [(path, f"the model the config describes has {_layer_of(path)}, which the weights lack")
+                 for path in expected.keys() - found.keys()]
+    problems += [(path, f"{_layer_of(path)} has shape {found[path]} in the weights, {expected[path]} in the model")
+                 for path in expected.keys() & found.keys() if expected[path] != found[path]]
+    first = sorted(problems)[0][1]
+    raise ConfigError(
+        f"{weights} does not match {config_path} (model {cfg.arch!r}, {cfg.num_layers} layers, hidden size "
+        f"{cfg.hidden_size}, {cfg.num_classes} classes): {first}; {len(problems)} array(s) differ in all"
+    )
+
+
+def check_run_files(run_dir: str | Path, weights_file: str = WEIGHTS_FILE) -> RunConfig:
+    """A run dir's config (validated) after checking its weights file is
+    there and is HDF5, all without building the model or importing TensorFlow."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: run dir not found")
@@ -288,12 +346,24 @@ def load_run(run_dir: str | Path, weights_file: str = WEIGHTS_FILE):
     weights = run_dir / weights_file
     if not weights.is_file():
         raise ConfigError(f"{weights}: weights file not found")
+    weight_layout(weights)
+    return run_config
+
+
+def load_run(run_dir: str | Path, weights_file: str = WEIGHTS_FILE):
+    """Rebuild the model from `config.json` and load its weights.
+
+    Returns (model, RunConfig). Weights that do not fit the config exactly
+    (a layer more or less, another shape, another class count) or a file
+    that is not HDF5 give a ConfigError naming both files.
+    """
+    run_dir = Path(run_dir)
+    run_config = check_run_files(run_dir, weights_file)  # not HDF5: refused before the model is built
+    weights = run_dir / weights_file
     model = build_classifier(run_config.model, load_pretrained=False)
+    check_weights_match(model, weights, run_dir / CONFIG_FILE, run_config.model)
     try:
         model.load_weights(str(weights))
-    except (ValueError, KeyError) as err:
-        raise ConfigError(
-            f"{weights} does not match {run_dir / CONFIG_FILE} "
-            f"(model {run_config.model.arch!r}, {run_config.model.num_classes} classes): {err}"
-        ) from err
+    except (ValueError, KeyError, OSError) as err:
+        raise ConfigError(f"{weights}: cannot be loaded into the model of {run_dir / CONFIG_FILE}: {err}") from err
     return model, run_config
