@@ -50,11 +50,11 @@ def tiny_run_config(train_list: Path, val_list: Path | None, epochs: int = 2, im
 @pytest.fixture(scope="session")
 def tiny_run(synthetic_data, tmp_path_factory) -> Path:
     """A run dir trained for two epochs on the synthetic lists."""
-    from vit_flowers.train import train_run
+    from vit_flowers.train import TrainOptions, train_run
 
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
     cfg = tiny_run_config(synthetic_data / "training_files.csv", synthetic_data / "testing_files.csv")
-    train_run(cfg, run_dir, verbose=0)
+    train_run(cfg, run_dir, TrainOptions(verbose=0))
     return run_dir
 
 

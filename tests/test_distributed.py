@@ -61,17 +61,28 @@ def max_weight_difference(run_a, run_b) -> float:
     return float(diff.stdout.strip().splitlines()[-1])
 
 
-def test_two_processes_train_to_equal_weights(synthetic_data, tmp_path):
+MULTIHOST_EPOCHS = 6
+
+
+@pytest.fixture(scope="module")
+def multihost_run(synthetic_data, tmp_path_factory):
+    """Two processes on 127.0.0.1 trained without interruption: (run dir, worker 1's dir)."""
     pytest.importorskip("jax")
-    port, run = free_port(), tmp_path / "run"
-    codes, outputs = run_processes([multihost_cmd(synthetic_data, run, tmp_path, i, port, 2) for i in range(2)])
+    root = tmp_path_factory.mktemp("multihost")
+    port, run = free_port(), root / "run"
+    codes, outputs = run_processes([multihost_cmd(synthetic_data, run, root, i, port, MULTIHOST_EPOCHS,
+                                                  "--patience", "100") for i in range(2)])
     for code, out in zip(codes, outputs):
         assert code == 0, out[-3000:]
-    assert not (tmp_path / "worker0").exists()  # the chief writes the run dir itself
+    return run, root / "worker1"
+
+
+def test_two_processes_train_to_equal_weights(multihost_run):
+    run, worker = multihost_run
+    assert not (run.parent / "worker0").exists()  # the chief writes the run dir itself
     assert json.loads((run / "config.json").read_text())["train"]["strategy"] == "multihost"
-    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == list(range(MULTIHOST_EPOCHS))
     assert not any(p.name.startswith("worker") for p in run.iterdir())
-    worker = tmp_path / "worker1"
     assert (worker / "model.weights.h5").is_file()
     assert max_weight_difference(run, worker) == 0.0
     chief_log = pd.read_csv(run / "history.csv")["loss"].to_numpy()
@@ -79,29 +90,30 @@ def test_two_processes_train_to_equal_weights(synthetic_data, tmp_path):
     np.testing.assert_allclose(chief_log, worker_log, rtol=1e-6)
 
 
-def test_two_processes_killed_mid_run_resume_together(synthetic_data, tmp_path):
-    """SIGKILL both processes after a few epochs; `--resume` on both continues
-    the run: no gap or repeat in the history, and equal weights at the end."""
+def test_two_processes_killed_mid_run_resume_to_the_uninterrupted_run(synthetic_data, multihost_run, tmp_path):
+    """SIGKILL both processes mid-run; `--resume` on both ends where the run
+    that was never killed ended: the same history and bitwise the same
+    weights, on both processes."""
     import signal
     import time
 
-    pytest.importorskip("jax")
-    run, epochs = tmp_path / "run", 20
+    reference, _ = multihost_run
+    run = tmp_path / "run"
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     port = free_port()
-    procs = [subprocess.Popen(multihost_cmd(synthetic_data, run, tmp_path, i, port, epochs, "--patience", "100"),
-                              env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    procs = [subprocess.Popen(multihost_cmd(synthetic_data, run, tmp_path, i, port, MULTIHOST_EPOCHS,
+                                            "--patience", "100"),
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
              for i in range(2)]
     try:
         deadline = time.time() + 300
         while time.time() < deadline and all(p.poll() is None for p in procs):
             try:
-                if len(pd.read_csv(run / "history.csv")) >= 3:
+                if len(pd.read_csv(run / "history.csv")) >= 2:
                     break
             except (FileNotFoundError, pd.errors.EmptyDataError):
                 pass
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert all(p.poll() is None for p in procs), "training ended before it could be killed"
     finally:
         for p in procs:
@@ -109,17 +121,19 @@ def test_two_processes_killed_mid_run_resume_together(synthetic_data, tmp_path):
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait(timeout=30)
     killed_at = len(pd.read_csv(run / "history.csv"))
-    assert 3 <= killed_at < epochs and (run / "backup").is_dir()
+    assert 2 <= killed_at < MULTIHOST_EPOCHS and (run / "backup").is_dir()
 
     port = free_port()
-    codes, outputs = run_processes([multihost_cmd(synthetic_data, run, tmp_path, i, port, epochs, "--patience", "100",
-                                                  "--resume")
+    codes, outputs = run_processes([multihost_cmd(synthetic_data, run, tmp_path, i, port, MULTIHOST_EPOCHS,
+                                                  "--patience", "100", "--resume")
                                     for i in range(2)])
     for code, out in zip(codes, outputs):
         assert code == 0, out[-3000:]
-    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == list(range(epochs))
+        assert "resuming after epoch" in out  # it went on from its backup, not from the start
+    pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv"), pd.read_csv(reference / "history.csv"),
+                                  check_exact=True)
+    assert max_weight_difference(run, reference) == 0.0
     assert max_weight_difference(run, tmp_path / "worker1") == 0.0
-    assert not (run / "backup").exists() and not (tmp_path / "worker1" / "backup").exists()
 
 
 MIRRORED = """
@@ -129,7 +143,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, {tests!r})
 from conftest import tiny_run_config
-from vit_flowers.train import train_run
+from vit_flowers.distribute import DistributionEnv
+from vit_flowers.train import TrainOptions, train_run
 data, out, mode = {data!r}, {out!r}, sys.argv[1]
 if mode == "mirrored":
     strategy, per_replica = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), 8
@@ -137,7 +152,8 @@ else:
     strategy, per_replica = None, 16
 cfg = tiny_run_config(data + "/training_files.csv", None, epochs=3, batch_size=per_replica, augment="none")
 cfg.train.batch_size = per_replica
-train_run(cfg, out + "/" + mode, verbose=0, strategy=strategy)
+env = DistributionEnv(strategy, True, mode, strategy.num_replicas_in_sync if strategy else 1)
+train_run(cfg, out + "/" + mode, TrainOptions(verbose=0), env)
 """
 
 

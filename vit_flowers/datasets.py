@@ -1,18 +1,10 @@
 """tf.data pipelines: augment, preprocess as vit_keras expects, batch.
 
 Images travel as uint8 until the last step, where `vit.preprocess_inputs`
-scales them to [-1, 1]. Augmentation is the seed's ImageDataGenerator
-(flips, small rotations and zooms) as Keras preprocessing layers; `strong`
-adds translation and contrast for training from scratch; `crop` zooms into
-the model-size image with Keras layers (random zoom, shifts, flips, small
-rotations, brightness / contrast / less saturation). `resized-crop` is the
-one for training from scratch on real photos: Inception-style random resized
-crops (`tf.image.stateless_sample_distorted_bounding_box`) cut from images
-kept larger than the model's input, so a crop keeps its detail instead of
-being an upsampled corner, then flips and colour jitter (brightness,
-contrast, saturation both ways; hue is left alone, as colour tells these
-flowers apart), every draw seeded by the example's position in the stream.
-MixUp mixes pairs of examples.
+scales them to [-1, 1]. Training examples are augmented by `augment` (pure
+functions of the image and a seed taken from the example's place in the
+stream, so a resumed run and every engine see the same draws); MixUp mixes
+pairs of examples.
 """
 
 from __future__ import annotations
@@ -21,12 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-AUGMENTATIONS = ("none", "seed", "strong", "crop", "resized-crop")
-# the area share and aspect ratio range of a resized crop (Inception / torchvision use 0.08-1;
-# small images lose the flower at 0.08)
-CROP_AREA = (0.25, 1.0)
-CROP_ASPECT = (3 / 4, 4 / 3)
-COLOUR_JITTER = 0.2
+from .augment import augment_example
 
 
 def preprocess(images):
@@ -38,90 +25,11 @@ def preprocess(images):
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
-def augmenter(kind: str, seed: int) -> list:
-    """Keras preprocessing layers for `kind` (none, seed, strong, crop).
+def one_hot(labels, num_classes: int) -> np.ndarray:
+    """Integer labels -> float32 one-hot rows (Keras' `to_categorical`)."""
+    from keras.utils import to_categorical
 
-    A plain list, applied one by one: each layer then runs on TensorFlow
-    inside tf.data even on the JAX backend (a Sequential would not).
-    """
-    import keras
-
-    if kind not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {kind!r}; choose one of {AUGMENTATIONS}")
-    if kind in ("none", "resized-crop"):  # resized-crop is not a layer stack: `resized_crop_example`
-        return []
-    if kind == "crop":
-        return crop_layers(seed)
-    layers = [
-        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
-        keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
-    ]
-    if kind == "strong":
-        layers += [
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
-            keras.layers.RandomContrast(0.2, seed=seed + 4),
-        ]
-    return layers
-
-
-def apply_layers(x, layers: list):
-    """Run augmentation layers in training mode, in order."""
-    for layer in layers:
-        x = layer(x, training=True)
-    return x
-
-
-def crop_layers(seed: int) -> list:
-    """Random resized crop + flip + rotation + colour jitter, on 0..255 floats.
-
-    The crop is a zoom in of 0-50% of each side drawn separately for height
-    and width (so the aspect ratio varies too), moved by up to 15% of the
-    side; borders it uncovers are reflected.
-    """
-    import keras
-
-    return [
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
-        keras.layers.RandomZoom((-0.5, 0.0), (-0.5, 0.0), fill_mode="reflect", seed=seed + 2),
-        keras.layers.RandomTranslation(0.15, 0.15, fill_mode="reflect", seed=seed + 3),
-        keras.layers.RandomBrightness(0.2, value_range=(0.0, 255.0), seed=seed + 4),
-        keras.layers.RandomContrast(0.2, seed=seed + 5),
-        # desaturate only: Keras 3.15's RandomSaturation above 0.5 pushes
-        # saturated pixels below 0 (it does not clip the saturation to 1)
-        keras.layers.RandomSaturation((0.3, 0.5), value_range=(0.0, 255.0), seed=seed + 6),
-    ]
-
-
-def resized_crop_example(image, size: tuple[int, int], seed):
-    """One random resized crop of `image` (uint8 HxWx3), flipped and colour
-    jittered, as float32 0..255 at `size`. `seed` is a stateless seed pair:
-    the same pair gives the same crop, whatever the engine or a resume."""
-    import tensorflow as tf
-
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
-    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0],
-        min_object_covered=0.0, aspect_ratio_range=CROP_ASPECT, area_range=CROP_AREA, max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
-    x = tf.image.resize(tf.cast(tf.slice(image, begin, extent), tf.float32) / 255.0, size, antialias=True)
-    x = tf.image.stateless_random_flip_left_right(x, seeds[1])
-    x = tf.image.stateless_random_brightness(x, COLOUR_JITTER, seeds[2])
-    x = tf.image.stateless_random_contrast(x, 1 - COLOUR_JITTER, 1 + COLOUR_JITTER, seeds[3])
-    x = tf.image.stateless_random_saturation(tf.clip_by_value(x, 0.0, 1.0), 1 - COLOUR_JITTER, 1 + COLOUR_JITTER,
-                                             seeds[4])
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
-
-
-def augment_example(image, augment: str, layers: list, output_size: tuple[int, int], seed: int, draw):
-    """A training example's augmentation, float32 0..255: a resized crop of
-    `output_size` seeded by (seed, draw), or the Keras `layers` in order."""
-    import tensorflow as tf
-
-    if augment == "resized-crop":
-        return resized_crop_example(image, output_size, tf.stack([tf.cast(seed, tf.int64), tf.cast(draw, tf.int64)]))
-    return apply_layers(tf.cast(image, tf.float32), layers)
+    return to_categorical(np.asarray(labels), num_classes).astype(np.float32)
 
 
 def check_output_size(stored: tuple[int, int], output_size: tuple[int, int] | None, augment: str) -> tuple[int, int]:
@@ -170,12 +78,11 @@ def _training_examples(images: np.ndarray, onehot: np.ndarray, per_epoch: int, a
 
     height, width = images.shape[1:3]
     table = tf.constant(onehot)
-    layers = augmenter(augment, seed)
 
     def fetch(index, position):
         image = tf.numpy_function(lambda i: images[i], [index], tf.uint8)
         image.set_shape((height, width, 3))
-        x = augment_example(image, augment, layers, output_size, seed, position)
+        x = augment_example(image, augment, output_size, seed, position)
         return preprocess(x), tf.gather(table, index)
 
     orders = epoch_orders(len(images), per_epoch, seed, start_epoch)
@@ -210,7 +117,7 @@ def array_dataset(
     """
     import tensorflow as tf
 
-    onehot = None if labels is None else np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
+    onehot = None if labels is None else one_hot(labels, num_classes)
     if not training:
         ds = tf.data.Dataset.from_tensor_slices(images if onehot is None else (images, onehot))
 
@@ -267,7 +174,9 @@ def file_dataset(
             return decode_image(paths[i], (height, width)), True
         except UnreadableImage as err:
             skipped.append((paths[i], str(err)))
-            return np.zeros((height, width, 3), np.uint8), False
+        except Exception as err:  # a decoder's own failure on this file: skip it, keep the stream
+            skipped.append((paths[i], f"cannot decode ({type(err).__name__}: {err})"))
+        return np.zeros((height, width, 3), np.uint8), False
 
     def tf_load(index):
         image, ok = tf.numpy_function(load, [index], [tf.uint8, tf.bool])
@@ -280,12 +189,11 @@ def file_dataset(
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE).filter(lambda index, image, ok: ok)
     augment = augment if training else "none"
-    layers = augmenter(augment, seed)
     size = check_output_size(image_size, output_size, augment)
-    onehot = None if labels is None else tf.constant(np.eye(num_classes, dtype=np.float32)[np.asarray(labels)])
+    onehot = None if labels is None else tf.constant(one_hot(labels, num_classes))
 
     def finish(index, image, ok, draw):
-        x = preprocess(augment_example(image, augment, layers, size, seed, draw))
+        x = preprocess(augment_example(image, augment, size, seed, draw))
         return x if onehot is None else (x, tf.gather(onehot, index))
 
     # one seeded random number per example (new ones each pass) seeds its crop

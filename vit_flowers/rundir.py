@@ -1,0 +1,193 @@
+"""A run dir: the files it holds, whether it holds a run, and the state a
+killed run resumes from.
+
+```
+config.json           everything needed to rebuild the model (written before training)
+history.csv           one row per finished epoch (Keras' CSVLogger)
+backup/state.json     the last finished epoch: the weights file holding the model and
+                      optimizer after it, the best epoch's file, and the state of early
+                      stopping and of the plateau schedule
+backup/*.weights.h5   the files state.json names (nothing else is kept)
+model.weights.h5      the best epoch's weights without optimizer state (written last)
+training_curves.png, skipped_files.csv
+```
+
+`state.json` is the commit point: the weights file it names is written under
+a temporary name and renamed before `state.json` is itself written the same
+way, so a kill at any instant leaves a state and every file it names whole.
+The backup stays when training ends, so `--resume --epochs N` can train on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+
+from . import atomic
+from .errors import BadInputError, ConfigError
+from .model import CONFIG_FILE, WEIGHTS_FILE
+
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "training_curves.png"
+SKIPPED_FILE = "skipped_files.csv"
+REPORT_FILE = "report.html"
+BACKUP_DIR = "backup"
+STATE_FILE = "state.json"
+# what a run writes; --overwrite removes them before a new run starts
+RUN_OUTPUTS = (WEIGHTS_FILE, HISTORY_FILE, CURVES_FILE, SKIPPED_FILE, REPORT_FILE, BACKUP_DIR)
+
+
+@dataclass
+class EpochState:
+    """The training state after `epoch` finished epochs."""
+
+    epoch: int
+    weights: str  # file in backup/: model and optimizer variables after the epoch
+    best_epoch: Optional[int] = None  # index of the best epoch so far (its file is kept)
+    best_value: Optional[float] = None  # its monitored value
+    early_stopping: dict = field(default_factory=dict)  # wait, best, best_epoch, stopped_epoch
+    plateau: dict = field(default_factory=dict)  # wait, best, cooldown_counter
+    stopped_early: bool = False
+    # [variable path, state] of every random seed generator (dropout's): not in the weights file
+    rng: list = field(default_factory=list)
+
+    @property
+    def best_weights(self) -> Optional[str]:
+        return None if self.best_epoch is None else epoch_weights_name(self.best_epoch + 1)
+
+
+@dataclass
+class RunState:
+    """The last finished epoch, and the one before it (kept for several
+    processes, which may be killed on either side of one epoch's backup)."""
+
+    latest: EpochState
+    previous: Optional[EpochState] = None
+
+    def files(self) -> set[str]:
+        names = set()
+        for state in (self.latest, self.previous):
+            if state is not None:
+                names.add(state.weights)
+                if state.best_weights:
+                    names.add(state.best_weights)
+        return names
+
+
+def epoch_weights_name(epoch: int) -> str:
+    """The backup file holding the state after `epoch` finished epochs."""
+    return f"epoch-{epoch:05d}.weights.h5"
+
+
+def backup_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / BACKUP_DIR
+
+
+def read_state(run_dir: Path) -> Optional[RunState]:
+    """The committed state of a run dir, or None when no epoch has finished."""
+    path = backup_dir(run_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        state = RunState(latest=EpochState(**data["latest"]),
+                         previous=EpochState(**data["previous"]) if data.get("previous") else None)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a training state this package wrote ({err}); "
+                          f"start the run again with --overwrite") from err
+    missing = [name for name in sorted(state.files()) if not (backup_dir(run_dir) / name).is_file()]
+    if missing:
+        raise ConfigError(f"{path} names {missing[0]}, which is not in {backup_dir(run_dir)}; "
+                          f"start the run again with --overwrite")
+    return state
+
+
+def write_state(run_dir: Path, state: RunState) -> None:
+    """Commit `state` (its files are already written), then drop every backup
+    file it no longer names."""
+    folder = backup_dir(run_dir)
+    atomic.write_json(folder / STATE_FILE, asdict(state))
+    keep = state.files() | {STATE_FILE}
+    for item in folder.iterdir():
+        if item.name not in keep and not item.name.startswith(".tmp-"):
+            item.unlink(missing_ok=True)
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    """`history.csv`, or an empty table when there is none yet (also when a
+    kill in the first epoch left it empty)."""
+    path = Path(run_dir) / HISTORY_FILE
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
+def trim_history(run_dir: Path, epochs: int) -> pd.DataFrame:
+    """Keep the rows of the first `epochs` epochs: those the state resumes
+    after (a kill between the log and the backup leaves one more)."""
+    path = Path(run_dir) / HISTORY_FILE
+    history = read_history(run_dir)
+    if "epoch" not in history or epochs == 0:
+        path.unlink(missing_ok=True)
+        return pd.DataFrame()
+    kept = history[history["epoch"] < epochs]
+    atomic.write_csv(path, kept)
+    return kept
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a run unless asked to; with --overwrite, remove the
+    old run's outputs (config.json is rewritten by the new run)."""
+    if resume:
+        return
+    existing = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if existing and not overwrite:
+        raise BadInputError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue it "
+            f"or --overwrite to start again"
+        )
+    if overwrite:
+        for name in RUN_OUTPUTS + ("checkpoints",):
+            target = run_dir / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+
+
+def align_state(run_dir: Path, state: Optional[RunState], gather_ints: Callable[[int], list[int]]
+                ) -> Optional[RunState]:
+    """Make every process resume at the same epoch; return this one's state.
+
+    Processes are killed together but not in the same instant: one may have
+    committed epoch e while another still holds e - 1. All take the earliest
+    epoch; a process one ahead goes back to the previous state it kept; at
+    epoch 0 the backup is dropped and training starts over.
+    """
+    mine = state.latest.epoch if state else 0
+    target = min(gather_ints(mine))
+    if state is None or mine == target:
+        return state
+    if target == 0:
+        shutil.rmtree(backup_dir(run_dir))
+        return None
+    if state.previous is not None and state.previous.epoch == target:
+        stepped = RunState(latest=state.previous)
+        write_state(run_dir, stepped)
+        return stepped
+    raise ConfigError(
+        f"{backup_dir(run_dir)}: this process's backup is at epoch {mine}, another process's at {target}, and "
+        f"no backup of epoch {target} is left here to go back to; start again with --overwrite"
+    )
+
+
+def is_finished(state: Optional[RunState], epochs: int) -> bool:
+    """True when the state is past the last epoch, or early stopping ended it."""
+    return state is not None and (state.latest.stopped_early or state.latest.epoch >= epochs)
+
