@@ -90,15 +90,16 @@ def runs(tmp_path_factory):
     from vit_flowers.filelists import write_file_lists
     from vit_flowers.model import build_classifier, model_config, save_run
     from vit_flowers.synthetic import write_synthetic_flowers
-    from vit_flowers.train import train_run
+    from vit_flowers.train import TrainOptions, train_run
 
     root = tmp_path_factory.mktemp("attn")
     rows = write_synthetic_flowers(root / "data" / "images", n_per_class=6, size=40, seed=1)
-    train_list, test_list = write_file_lists(rows, root / "data", 0.34, seed=0)
+    lists = write_file_lists(rows, root / "data", 0.34, seed=0)
+    train_list, test_list = lists["train"], lists["test"]
     config = RunConfig(model=model_config("tiny", NAMES, 32, num_layers=2),
                        train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3, augment="none", patience=1,
                                          train_list=str(train_list), val_list=""))
-    train_run(config, root / "trained" / "run", overwrite=True, verbose=0)
+    train_run(config, root / "trained" / "run", TrainOptions(overwrite=True, verbose=0))
     import keras
 
     keras.utils.set_random_seed(3)
@@ -338,7 +339,7 @@ def test_plot_command_two_runs(runs, tmp_path):
     selection = pd.read_csv(out / "attention_selection.csv", keep_default_na=False)
     assert len(selection) == 3
     for name in ["attention_grid.png", "comparison_grid.png", "per_head.png", "attention_distance.png",
-                 "seed_attention.png", *selection["figure"]]:
+                 "vit_keras_attention.png", *selection["figure"]]:
         pixels = _png(out / name)
         assert pixels.shape[0] >= 200 and pixels.shape[1] >= 300, name
         assert pixels.std() > 10, f"{name} looks blank"
@@ -349,6 +350,7 @@ def test_plot_command_two_runs(runs, tmp_path):
 
 def test_plot_only_wrong_and_correct(runs, tmp_path):
     from vit_flowers.comparison import plot_comparison
+    from vit_flowers.predict import collect_list
 
     table = _predicted(runs["untrained"], runs["test_list"])
     wrong = table[table["true"] != table["pred"]]
@@ -356,7 +358,8 @@ def test_plot_only_wrong_and_correct(runs, tmp_path):
     assert len(wrong) > 0
     for only, expected in (("wrong", wrong), ("correct", right)):
         out = tmp_path / only
-        plot_comparison([runs["untrained"]], out, list_csv=runs["test_list"], limit=4, only=only, progress=False)
+        plot_comparison([runs["untrained"]], out, inputs=collect_list(runs["test_list"], NAMES), limit=4,
+                        only=only, progress=False)
         selection = pd.read_csv(out / "attention_selection.csv", keep_default_na=False)
         assert len(selection) == min(4, len(expected))
         assert set(selection["file"]) <= set(expected["file"])

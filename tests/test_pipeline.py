@@ -35,10 +35,13 @@ def test_prepare_synthetic_writes_stratified_lists(tmp_path):
     assert cli.main(["prepare", "--source", "synthetic", "--out", str(out), "--per-class", "10",
                      "--image-size", "32", "--test-fraction", "0.3"]) == EXIT_OK
     train = pd.read_csv(out / "training_files.csv")
+    val = pd.read_csv(out / "validation_files.csv")
     test = pd.read_csv(out / "testing_files.csv")
     assert list(train.columns) == ["base_path", "type_dir", "file_name"]
     assert test.groupby("type_dir").size().to_dict() == {c: 3 for c in CLASS_NAMES}
-    assert len(train) == 35
+    assert val.groupby("type_dir").size().to_dict() == {c: 1 for c in CLASS_NAMES}  # --val-fraction 0.1
+    assert len(train) == 30
+    assert len(set(train.file_name) | set(val.file_name) | set(test.file_name)) == 50
     with Image.open(out / train.base_path[0] / train.type_dir[0] / train.file_name[0]) as im:
         assert im.size == (32, 32)
 
@@ -66,7 +69,13 @@ def test_train_script_writes_a_complete_run_dir(synthetic_data, tmp_path):
     assert history["epoch"].tolist() == [0, 1]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history.columns)
     assert (run / "model.weights.h5").stat().st_size > 10_000
-    assert not (run / "backup").exists()  # BackupAndRestore cleans up after a finished run
+    # the last epoch's training state stays (to train on with a larger --epochs), and only the files it names
+    state = json.loads((run / "backup" / "state.json").read_text())
+    assert state["latest"]["epoch"] == 2 and state["previous"] is None
+    best = int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    assert state["latest"]["best_epoch"] == best
+    assert sorted(p.name for p in (run / "backup").iterdir()) == sorted(
+        {"state.json", "epoch-00002.weights.h5", f"epoch-{best + 1:05d}.weights.h5"})
     with Image.open(run / "training_curves.png") as im:
         assert im.size[0] >= 800 and len(set(im.convert("L").getdata())) > 10
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

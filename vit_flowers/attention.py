@@ -130,7 +130,7 @@ def upsample(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def masked_images(masks: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """The seed's picture: mask * image, truncated to uint8 as vit_keras does."""
+    """The post's picture: mask * image, truncated to uint8 as vit_keras does."""
     return (masks[..., np.newaxis] * images).astype("uint8")
 
 
@@ -152,7 +152,7 @@ class AttentionMaps:
 
     grid: np.ndarray  # (N, h, w) patch-grid mask
     mask: np.ndarray  # (N, H, W) mask upsampled to the images
-    masked: np.ndarray  # (N, H, W, 3) uint8, the seed's mask * image
+    masked: np.ndarray  # (N, H, W, 3) uint8, the post's mask * image
     overlay: np.ndarray  # (N, H, W, 3) uint8, colour map over the image
     probs: Optional[np.ndarray] = None  # (N, classes) when the model has a head
     class_index: Optional[np.ndarray] = None  # (N,) target class of class-specific maps
@@ -160,7 +160,7 @@ class AttentionMaps:
 
 def render_maps(grid: np.ndarray, images: np.ndarray, probs: Optional[np.ndarray] = None,
                 class_index: Optional[np.ndarray] = None) -> AttentionMaps:
-    """Upsample grid masks to `images` (N, H, W, 3) and draw the seed's picture and an overlay."""
+    """Upsample grid masks to `images` (N, H, W, 3) and draw the post's picture and an overlay."""
     images = _as_batch(images)
     mask = upsample(grid, images.shape[1:3])
     return AttentionMaps(grid=grid, mask=mask, masked=masked_images(mask, images),
@@ -443,3 +443,11 @@ def attention_map(model, image: np.ndarray, **options) -> np.ndarray:
     with a cached graph, any grid shape, and the rollout options of `rollout`."""
     maps = explainer_for(model).rollout(image, **options)
     return maps.masked[0] if np.asarray(image).ndim == 3 else maps.masked
+
+
+def vit_keras_attention_map(model, image: np.ndarray) -> np.ndarray:
+    """The post's own call, kept as it was: `vit_keras.visualize.attention_map`
+    on the classifier's backbone `model.layers[0]`, for one uint8 image."""
+    from vit_keras import visualize
+
+    return visualize.attention_map(model=model.layers[0], image=image)

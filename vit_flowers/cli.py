@@ -1,99 +1,192 @@
 """The `vit-flowers` command: prepare, train, predict, plot, demo.
 
-Every subcommand exits 0 when done, 1 on a failure and 2 on bad input
-(the message names the file, row or value).
+Every subcommand exits 0 when done, 1 on a failure of the program or the
+machine (one line, the traceback written to a file or shown with --debug)
+and 2 on bad input (one line naming the file, row, option or value). Lists,
+paths and configs are checked before TensorFlow is imported, so bad input is
+refused in a second or two.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+import tempfile
+import time
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK, BadInputError
-
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Options every command takes."""
+    p.add_argument("--verbose", action="store_true",
+                   help="also show TensorFlow's own start-up and C++ log lines (hidden by default)")
+    p.add_argument("--debug", action="store_true",
+                   help="print the full traceback of an unexpected error instead of writing it to a file")
+
+
+def add_input_args(p: argparse.ArgumentParser, several_runs: bool = False) -> None:
+    """--run, and the images: --list or --images (predict, plot, export)."""
+    from .model import DEFAULT_MODEL_DIR
+
+    if several_runs:
+        p.add_argument("--run", type=Path, action="append", metavar="RUN_DIR",
+                       help=f"run dir (config.json + model.weights.h5); give it twice to compare two runs on the "
+                            f"same images; none given: the shipped model {DEFAULT_MODEL_DIR}")
+    else:
+        p.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
+                       help=f"run dir with config.json and model.weights.h5 (default: the shipped model "
+                            f"{DEFAULT_MODEL_DIR})")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--list", type=Path, metavar="CSV", help="file list CSV; true labels from type_dir")
+    src.add_argument("--images", nargs="+", type=Path, metavar="PATH",
+                     help="image files or folders; a folder's class subfolders give true labels")
+
+
+def read_inputs(args: argparse.Namespace, class_names: Sequence[str]):
+    """Rows (file, true) of --list or --images."""
+    from .predict import collect_images, collect_list
+
+    return collect_list(args.list, class_names) if args.list else collect_images(args.images, class_names)
+
+
 # ---------------------------------------------------------------- prepare
+def generators() -> dict[str, Callable]:
+    """The data sets this package can generate, by --source name."""
+
+    def synthetic(folder: Path, per_class: int, size: int, seed: int):
+        from .synthetic import write_synthetic_flowers
+
+        return write_synthetic_flowers(folder, per_class, size, seed)
+
+    def inspection(folder: Path, per_class: int, size: int, seed: int):
+        from .filelists import scan_class_folders
+        from .primer.inspection import write_inspection_classes
+
+        write_inspection_classes(folder, n_per_class=per_class, image_size=size, seed=seed)
+        return scan_class_folders(folder)
+
+    return {"synthetic": synthetic, "inspection": inspection}
+
+
 def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="synthetic",
                    help="'synthetic' (procedural flowers), 'inspection' (shapes: normal, errorA, errorB), "
                         "'download' (the flower_photos archive) or a folder of class subfolders")
-    p.add_argument("--out", required=True, type=Path, help="data dir for training_files.csv and testing_files.csv")
+    p.add_argument("--out", required=True, type=Path,
+                   help="data dir for training_files.csv, validation_files.csv and testing_files.csv")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of each class kept for testing")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of each class kept for validation (early stopping, choices); 0: no validation list")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of generated images")
-    p.add_argument("--per-class", type=int, default=120, help="images per class for generated sources")
-    p.add_argument("--image-size", type=int, default=64, help="side in pixels of generated images")
+    p.add_argument("--per-class", type=positive_int, default=120, help="images per class for generated sources")
+    p.add_argument("--image-size", type=positive_int, default=64, help="side in pixels of generated images")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
     from .data_sources import source_rows
-    from .filelists import class_names_of, write_file_lists
+    from .filelists import check_fractions, class_names_of, write_file_lists
+    from .outputs import prepare_output_dir
 
-    rows = source_rows(args.source, args.out, args.per_class, args.image_size, args.seed)
-    train, test = write_file_lists(rows, args.out, args.test_fraction, args.seed)
+    check_fractions(args.test_fraction, args.val_fraction)
+    prepare_output_dir(args.out)
+    rows = source_rows(args.source, args.out, args.per_class, args.image_size, args.seed, generators())
+    lists = write_file_lists(rows, args.out, args.test_fraction, args.seed, args.val_fraction)
     print(f"{len(rows)} images in classes {class_names_of(rows)}")
-    print(f"wrote {train} and {test}")
+    print("wrote " + ", ".join(str(path) for path in lists.values()))
     return EXIT_OK
 
 
 # ---------------------------------------------------------------- train
+# train options that define the run (option dest -> config section, field):
+# on --resume each one given must agree with the run's config.json
+RUN_OPTIONS: dict[str, tuple[str, str]] = {
+    "train_list": ("train", "train_list"), "val_list": ("train", "val_list"),
+    "class_names": ("model", "class_names"), "model": ("model", "arch"), "image_size": ("model", "image_size"),
+    "weights": ("model", "weights"), "patch_size": ("model", "patch_size"), "hidden_size": ("model", "hidden_size"),
+    "num_layers": ("model", "num_layers"), "num_heads": ("model", "num_heads"), "mlp_dim": ("model", "mlp_dim"),
+    "dropout": ("model", "dropout"), "stem": ("model", "stem"), "batch_size": ("train", "batch_size"),
+    "learning_rate": ("train", "learning_rate"), "optimizer": ("train", "optimizer"),
+    "weight_decay": ("train", "weight_decay"), "lr_schedule": ("train", "lr_schedule"),
+    "warmup_epochs": ("train", "warmup_epochs"), "label_smoothing": ("train", "label_smoothing"),
+    "augment": ("train", "augment"), "load_size": ("train", "load_size"), "mixup": ("train", "mixup_alpha"),
+    "patience": ("train", "patience"), "seed": ("train", "seed"), "mixed_precision": ("train", "mixed_precision"),
+    "scale_lr": ("train", "scale_lr"),
+}
+PRETRAINED_BY_DEFAULT = "imagenet21k+imagenet2012"
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from .datasets import AUGMENTATIONS
-    from .model import ARCHITECTURES, STEMS
-    from .train import LR_SCHEDULES, OPTIMIZERS
+    from .config import AUGMENTATION_ALIASES, AUGMENTATIONS, LR_SCHEDULES, OPTIMIZERS, STEMS, STRATEGIES
+    from .model import ARCHITECTURES
 
     g = p.add_argument_group("data")
     g.add_argument("--train-list", type=Path, help="training list CSV (base_path,type_dir,file_name)")
-    g.add_argument("--val-list", type=Path, help="validation list CSV; early stopping and the best epoch use it")
+    g.add_argument("--val-list", type=Path,
+                   help="validation list CSV (prepare's validation_files.csv, never the test list); early stopping "
+                        "and the best epoch use it")
     g.add_argument("--class-names", default="auto",
                    help="comma-separated class names in label order, or 'auto' for the sorted type_dir "
                         "values of the training list")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="tiny", choices=sorted(ARCHITECTURES),
                    help="ViT architecture: b16/b32/l16/l32 as vit_keras, tiny/small from scratch for a CPU")
-    g.add_argument("--image-size", type=int, nargs="+", metavar="PX",
+    g.add_argument("--image-size", type=positive_int, nargs="+", metavar="PX",
                    help="input side (or HEIGHT WIDTH); default: the architecture's own")
-    g.add_argument("--weights", default="none",
-                   help="backbone weights: imagenet21k+imagenet2012, imagenet21k, none, or a path to a .npz")
-    for name, kind in (("patch-size", int), ("hidden-size", int), ("num-layers", int), ("num-heads", int),
-                       ("mlp-dim", int), ("dropout", float)):
+    g.add_argument("--weights", default=None,
+                   help=f"backbone weights: imagenet21k+imagenet2012, imagenet21k, none, or a path to a .npz; "
+                        f"default: {PRETRAINED_BY_DEFAULT} for b16/b32/l16/l32 (the post's fine-tune), none for "
+                        f"tiny/small")
+    for name, kind in (("patch-size", positive_int), ("hidden-size", positive_int), ("num-layers", positive_int),
+                       ("num-heads", positive_int), ("mlp-dim", positive_int), ("dropout", float)):
         g.add_argument(f"--{name}", type=kind, help=f"override the architecture's {name.replace('-', ' ')}")
-    g.add_argument("--stem", choices=STEMS, default="patch",
-                   help="patch: vit_keras' patch embedding; conv: 3x3 stride-2 convolutions to the same token "
-                        "grid (patch size a power of two; helps from-scratch training on small data sets)")
+    g.add_argument("--stem", choices=STEMS, default=None,
+                   help="patch (default): vit_keras' patch embedding; conv: 3x3 stride-2 convolutions to the same "
+                        "token grid (patch size a power of two; helps from-scratch training on small data sets)")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=10, help="maximum number of epochs")
-    g.add_argument("--batch-size", type=int, default=32, help="images per batch on each replica")
-    g.add_argument("--learning-rate", type=float, default=1e-4, help="peak learning rate (the seed's Adam 1e-4)")
+    g.add_argument("--epochs", type=positive_int, default=10, help="maximum number of epochs")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="images per batch on each replica")
+    g.add_argument("--learning-rate", type=float, default=1e-4, help="peak learning rate (the post's Adam 1e-4)")
     g.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="optimizer")
     g.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay for adamw")
     g.add_argument("--lr-schedule", default="plateau", choices=LR_SCHEDULES,
                    help="plateau: ReduceLROnPlateau; cosine: warm-up then cosine decay; constant")
     g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length for the cosine schedule")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
-    g.add_argument("--augment", default="seed", choices=AUGMENTATIONS,
-                   help="seed: flips, small rotations and zooms as the seed; strong: also translation, contrast; "
-                        "crop: zoom, shifts and colour jitter with Keras layers; resized-crop: random resized "
-                        "crops (from images decoded at --load-size), flips, colour jitter, for real photos")
+    g.add_argument("--augment", default="basic", choices=AUGMENTATIONS + tuple(AUGMENTATION_ALIASES),
+                   help="basic: flips, small rotations and zooms as the post ('seed' is its old name); strong: "
+                        "also translation, contrast; crop: zoom, shifts and colour jitter; resized-crop: random "
+                        "resized crops (from images decoded at --load-size), flips, colour jitter, for real photos; "
+                        "every draw is seeded by the example's place in the stream, so a resumed run draws the same")
     g.add_argument("--load-size", type=int, default=0, metavar="PX",
                    help="decode training images this high (0: the model's input) so that --augment "
                         "resized-crop cuts detailed crops from them; for example 96 for a 64 px model")
     g.add_argument("--mixup", type=float, default=0.0, help="MixUp Beta alpha (0 disables)")
     g.add_argument("--patience", type=int, default=5, help="epochs without improvement before early stopping")
-    g.add_argument("--seed", type=int, default=123, help="random seed (the seed post's 123)")
+    g.add_argument("--seed", type=int, default=123, help="random seed (the post's 123)")
     g.add_argument("--no-deterministic", action="store_true",
                    help="allow non-deterministic TensorFlow ops (faster on GPU)")
     g = p.add_argument_group("run dir")
     g.add_argument("--out", type=Path, required=True, help="run dir to write (config.json, weights, history)")
-    g.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last epoch")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last finished epoch (with a larger --epochs, train "
+                        "a finished run on); options that define the run must match its config.json")
     g.add_argument("--overwrite", action="store_true", help="start again in a run dir that holds a run")
     g.add_argument("--strict", action="store_true",
                    help="exit 2 naming the first unreadable image instead of skipping it")
@@ -101,7 +194,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="decode the lists batch by batch instead of loading them into memory first "
                         "(for lists larger than memory; no --mixup, no --strict)")
     g = p.add_argument_group("devices")
-    g.add_argument("--strategy", default="auto", choices=("auto", "default", "mirrored", "multihost"),
+    g.add_argument("--strategy", default="auto", choices=STRATEGIES,
                    help="auto: mirrored with several GPUs, multihost when a cluster is configured, else default")
     g.add_argument("--mixed-precision", action="store_true",
                    help="float16 on GPU, bfloat16 on CPU; the last Dense and softmax stay float32")
@@ -119,7 +212,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
-    return int(value) if value not in (None, "") else None
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadInputError(f"${name} is {value!r}; it must be an integer") from None
 
 
 def _class_names(arg: str, train_list: Path | None) -> list[str]:
@@ -138,28 +236,82 @@ def _class_names(arg: str, train_list: Path | None) -> list[str]:
     return names
 
 
+def default_weights(arch: str) -> str:
+    """The post's pretrained weights for vit_keras' ViTs, none for the from-scratch configs."""
+    from .model import ARCHITECTURES
+
+    return PRETRAINED_BY_DEFAULT if ARCHITECTURES[arch].pretrained else "none"
+
+
+def resolve_weights(value: str | None, arch: str) -> str:
+    """--weights as the config keeps it: a pretrained name, none, or an absolute .npz path."""
+    from .model import PRETRAINED_WEIGHTS
+
+    if value is None:
+        return default_weights(arch)
+    if value == "none" or value in PRETRAINED_WEIGHTS:
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise BadInputError(f"--weights {value}: no such file (give a pretrained name, none, or a .npz path)")
+    return str(path.resolve())
+
+
+def option_value(dest: str, args: argparse.Namespace) -> Any:
+    """The config value a train option stands for."""
+    value = getattr(args, dest)
+    if dest == "image_size":
+        return [value[0], value[0]] if len(value) == 1 else list(value[:2])
+    if dest in ("train_list", "val_list"):
+        return str(value.resolve()) if value else ""
+    if dest == "augment":
+        from .config import AUGMENTATION_ALIASES
+
+        return AUGMENTATION_ALIASES.get(value, value)
+    if dest == "class_names":
+        return None if value == "auto" else _class_names(value, None)
+    if dest == "weights":
+        return resolve_weights(value, args.model)
+    return value
+
+
 def build_run_config(args: argparse.Namespace):
-    """Turn train options into a RunConfig."""
-    from .config import RunConfig, TrainConfig
+    """Turn train options into a RunConfig (reads the training list for the class names)."""
+    from .config import RunConfig, TrainConfig, check_train_config
     from .model import model_config
 
     if args.train_list is None:
-        raise BadInputError("--train-list is required (or --resume)")
+        raise BadInputError("--train-list is required (or --resume in a run dir that holds a run)")
     overrides = {k: getattr(args, k) for k in ("patch_size", "hidden_size", "num_layers", "num_heads",
                                                 "mlp_dim", "dropout", "stem") if getattr(args, k) is not None}
-    size = None
-    if args.image_size:
-        size = args.image_size[0] if len(args.image_size) == 1 else args.image_size[:2]
-    mcfg = model_config(args.model, _class_names(args.class_names, args.train_list), size, args.weights, **overrides)
-    tcfg = TrainConfig(
+    size = option_value("image_size", args) if args.image_size else None
+    weights = resolve_weights(args.weights, args.model)
+    mcfg = model_config(args.model, _class_names(args.class_names, args.train_list), size, weights, **overrides)
+    tcfg = check_train_config(TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         optimizer=args.optimizer, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, augment=args.augment,
-        load_size=args.load_size, mixup_alpha=args.mixup, patience=args.patience, seed=args.seed, strategy=args.strategy,
-        mixed_precision=args.mixed_precision, scale_lr=args.scale_lr,
-        train_list=str(args.train_list.resolve()), val_list=str(args.val_list.resolve()) if args.val_list else "",
-    )
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+        augment=option_value("augment", args), load_size=args.load_size, mixup_alpha=args.mixup,
+        patience=args.patience, seed=args.seed, strategy=args.strategy, mixed_precision=args.mixed_precision,
+        scale_lr=args.scale_lr, train_list=option_value("train_list", args), val_list=option_value("val_list", args),
+    ), "train options")
     return RunConfig(model=mcfg, train=tcfg)
+
+
+def check_resume_options(saved, args: argparse.Namespace, given: set[str], config_path: Path) -> None:
+    """Refuse an option given with --resume that contradicts the saved run."""
+    for dest in sorted(given & set(RUN_OPTIONS)):
+        section, name = RUN_OPTIONS[dest]
+        value = option_value(dest, args)
+        if value is None:
+            continue
+        saved_value = getattr(getattr(saved, section), name)
+        if value != saved_value:
+            option = "--" + dest.replace("_", "-")
+            raise BadInputError(
+                f"{option} {value} contradicts the run being resumed ({config_path} has {section}.{name} = "
+                f"{saved_value!r}); leave {option} out to resume, or start a new run with --overwrite"
+            )
 
 
 def worker_dir(args: argparse.Namespace) -> Path:
@@ -169,76 +321,154 @@ def worker_dir(args: argparse.Namespace) -> Path:
     return args.out.with_name(f"{args.out.name}.worker{args.process_id}")
 
 
-def run_train(args: argparse.Namespace) -> int:
+def check_lists(run_config) -> None:
+    """Read the run's lists now, so a broken one is refused before TensorFlow starts."""
+    from .filelists import read_file_list
+
+    for path in filter(None, (run_config.train.train_list, run_config.train.val_list)):
+        read_file_list(path, run_config.model.class_names)
+
+
+def train_config_for(args: argparse.Namespace, out: Path):
+    """The RunConfig to train: the saved one on --resume (checked against the
+    options given), else the options'."""
     from .config import RunConfig
-    from .distribute import setup_distribution
     from .model import CONFIG_FILE
+
+    config_path = out / CONFIG_FILE
+    if not args.resume:
+        return build_run_config(args)
+    if not config_path.is_file():
+        if args.train_list is None:
+            raise BadInputError(f"{out}: nothing to resume (no {CONFIG_FILE}); start the run without --resume")
+        print(f"{out}: nothing to resume yet (no {CONFIG_FILE}): starting the run from its first epoch")
+        return build_run_config(args)
+    saved = RunConfig.load(config_path)
+    check_resume_options(saved, args, args.given, config_path)
+    if "epochs" in args.given:
+        saved.train.epochs = args.epochs
+    return saved
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .train import TrainOptions
+
+    chief = not args.process_id
+    out = args.out if chief else worker_dir(args)
+    run_config = train_config_for(args, out)
+    check_lists(run_config)
+    if run_config.model.weights == "none" and default_weights(run_config.model.arch) != "none" and not args.resume:
+        print(f"note: training {run_config.model.arch} from random weights (--weights none); on a few thousand "
+              f"photos it learns little: the post fine-tunes {PRETRAINED_BY_DEFAULT}")
+
+    from .distribute import setup_distribution  # TensorFlow (or JAX) starts here
     from .train import train_run
 
-    env = setup_distribution(args.strategy, args.mixed_precision, args.coordinator, args.num_processes,
+    env = setup_distribution(args.strategy, run_config.train.mixed_precision, args.coordinator, args.num_processes,
                              args.process_id)
-    out = args.out if env.is_chief else worker_dir(args)
-    if args.resume and args.train_list is None:
-        run_config = RunConfig.load(out / CONFIG_FILE)
-    else:
-        run_config = build_run_config(args)
-    run_config.train.epochs = args.epochs
     run_config.train.strategy = env.name
-    run_config.train.mixed_precision = args.mixed_precision
-    result = train_run(run_config, out, resume=args.resume, overwrite=args.overwrite, strict=args.strict, stream=args.stream,
-                       deterministic=not args.no_deterministic, strategy=env.strategy,
-                       num_replicas=env.num_replicas, first_callbacks=env.first_callbacks, gather_ints=env.gather_ints,
-                       verbose=2 if not sys.stdout.isatty() else "auto")
-    print(f"{'run' if env.is_chief else 'worker'} dir: {out} (best epoch {result.best_epoch + 1}, "
-          f"{len(result.history)} epochs logged)")
+    options = TrainOptions(resume=args.resume, overwrite=args.overwrite, strict=args.strict, stream=args.stream,
+                           deterministic=not args.no_deterministic,
+                           verbose=2 if not sys.stdout.isatty() else "auto")
+    result = train_run(run_config, out, options, env)
+    where = "run" if env.is_chief else "worker"
+    if result.already_finished:
+        why = "stopped early" if result.stopped_early else f"all {run_config.train.epochs} epochs done"
+        hint = "" if result.stopped_early else "; pass a larger --epochs with --resume to train on"
+        print(f"{where} dir {out} is finished ({why}, best epoch {result.best_epoch + 1}){hint}")
+        return EXIT_OK
+    stop = ", stopped early" if result.stopped_early else ""
+    print(f"{where} dir: {out} (best epoch {result.best_epoch + 1}, {len(result.history)} epochs logged{stop})")
     return EXIT_OK
 
 
 # ---------------------------------------------------------------- predict
 def add_predict_args(p: argparse.ArgumentParser) -> None:
-    from .model import DEFAULT_MODEL_DIR
-
-    p.add_argument("--run", type=Path, default=None,
-                   help=f"run dir with config.json and model.weights.h5 (default: {DEFAULT_MODEL_DIR})")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--list", type=Path, help="file list CSV; true labels from type_dir")
-    src.add_argument("--images", nargs="+", type=Path,
-                     help="image files or folders; a folder's class subfolders give true labels")
+    add_input_args(p)
     p.add_argument("--out", type=Path, required=True, help="output dir for predictions.csv, metrics.json, figures")
-    p.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per model call")
     p.add_argument("--strict", action="store_true", help="exit 2 at the first unreadable image instead of skipping it")
     p.add_argument("--mirror-tta", action="store_true",
                    help="average each image's probabilities with its left-right mirror image's "
                         "(test-time augmentation; twice the model time)")
 
 
-def read_inputs(args: argparse.Namespace, class_names: Sequence[str]):
-    from .predict import collect_images, collect_list
-
-    return collect_list(args.list, class_names) if args.list else collect_images(args.images, class_names)
-
-
 def run_predict(args: argparse.Namespace) -> int:
-    from .model import load_run, resolve_run
+    from .model import check_run_files, resolve_run
+    from .outputs import prepare_output_dir
+
+    run_dir = resolve_run(args.run)
+    run_config = check_run_files(run_dir)
+    inputs = read_inputs(args, run_config.model.class_names)
+    out = prepare_output_dir(args.out)
+
+    from .model import load_run  # TensorFlow starts here
     from .predict import metrics_summary, predict_inputs, write_outputs
 
-    model, run_config = load_run(resolve_run(args.run))
-    inputs = read_inputs(args, run_config.model.class_names)
+    model, run_config = load_run(run_dir)
     result = predict_inputs(model, run_config, inputs, args.batch_size, strict=args.strict, mirror=args.mirror_tta)
-    write_outputs(result, run_config.model.class_names, args.out)
-    print(f"{len(result.table)} predicted, {len(result.skipped)} skipped -> {args.out}")
+    write_outputs(result, run_config.model.class_names, out)
+    print(f"{len(result.table)} predicted, {len(result.skipped)} skipped -> {out}")
     if len(result.skipped):
-        print(f"skipped files and reasons: {args.out / 'skipped_files.csv'}")
+        print(f"skipped files and reasons: {out / 'skipped_files.csv'}")
     print(metrics_summary(result.metrics))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- plot
+def add_plot_args(p: argparse.ArgumentParser) -> None:
+    """Options of `vit-flowers plot`."""
+    from .attention import HEAD_FUSIONS, NORMALIZATIONS
+    from .comparison import ONLY, PREDICTED
+
+    add_input_args(p, several_runs=True)
+    p.add_argument("--out", type=Path, required=True, help="output dir for the figures")
+    p.add_argument("--only", choices=ONLY, default="all",
+                   help="show all images, or only those the first run predicts correctly / wrongly")
+    p.add_argument("--limit", type=positive_int, default=16, help="most images to show, spread over the list")
+    p.add_argument("--head-fusion", choices=HEAD_FUSIONS, default="mean",
+                   help="how heads are fused in each layer before the rollout (vit_keras: mean)")
+    p.add_argument("--discard-ratio", type=float, default=0.0,
+                   help="share of the lowest patch-to-patch attentions zeroed in every layer (0 = none, "
+                        "as vit_keras); the class token's attention is never discarded")
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default="matrix",
+                   help="matrix: divide A+I by its total (vit_keras); row: by each row (the rollout paper)")
+    p.add_argument("--start-layer", type=int, default=0, help="first layer of the rollout (Python index)")
+    p.add_argument("--stop-layer", type=int, default=None,
+                   help="layer after the last one rolled out (None: through the last layer)")
+    p.add_argument("--head-layer", type=int, default=-1, help="layer shown in per_head.png (-1: the last)")
+    p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                   help=f"add a class-specific (gradient-weighted) map of the first run for class NAME, or "
+                        f"'{PREDICTED}' for each image's predicted class")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per model call")
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from .comparison import check_options, plot_comparison
+    from .model import check_run_files, resolve_run
+    from .outputs import prepare_output_dir
+
+    runs = list(args.run) if args.run else [resolve_run(None)]
+    check_options(runs, args.limit, args.only, args.discard_ratio, args.batch_size)
+    configs = [check_run_files(run) for run in runs]
+    inputs = read_inputs(args, configs[0].model.class_names)
+    out = prepare_output_dir(args.out)
+    written = plot_comparison(
+        runs, out, inputs=inputs, limit=args.limit, only=args.only, head_fusion=args.head_fusion,
+        discard_ratio=args.discard_ratio, class_name=args.class_name, batch_size=args.batch_size,
+        normalize=args.normalize, start_layer=args.start_layer, stop_layer=args.stop_layer,
+        head_layer=args.head_layer,
+    )
+    print(f"{len(written)} files -> {out}")
     return EXIT_OK
 
 
 # ---------------------------------------------------------------- demo
 def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where data, run dir and figures go")
-    p.add_argument("--per-class", type=int, default=120, help="synthetic images per class")
-    p.add_argument("--image-size", type=int, default=48, help="image side in pixels (multiple of 8)")
-    p.add_argument("--epochs", type=int, default=25, help="maximum training epochs")
+    p.add_argument("--per-class", type=positive_int, default=120, help="synthetic images per class")
+    p.add_argument("--image-size", type=positive_int, default=48, help="image side in pixels (multiple of 8)")
+    p.add_argument("--epochs", type=positive_int, default=25, help="maximum training epochs")
     p.add_argument("--seed", type=int, default=123, help="random seed")
 
 
@@ -247,110 +477,164 @@ def run_demo(args: argparse.Namespace) -> int:
     from .config import RunConfig, TrainConfig
     from .data_sources import source_rows
     from .filelists import write_file_lists
-    from .model import load_run, model_config
-    from .predict import collect_list, metrics_summary, predict_inputs, write_outputs
-    from .train import train_run
+    from .model import model_config
+    from .outputs import prepare_output_dir
 
-    out = args.out
+    out = prepare_output_dir(args.out)
     # OUT is the run dir itself (`predict --run OUT` works), with the data and outputs inside
     run_dir, data_dir, pred_dir = out, out / "data", out / "predictions"
-    rows = source_rows("synthetic", data_dir, args.per_class, 64, seed=0)
-    train_list, test_list = write_file_lists(rows, data_dir, 0.2, seed=0)
+    rows = source_rows("synthetic", data_dir, args.per_class, 64, 0, generators())
+    lists = write_file_lists(rows, data_dir, 0.2, seed=0, val_fraction=0.1)
     class_names = sorted(rows["type_dir"].unique())
     run_config = RunConfig(
         model=model_config("tiny", class_names, args.image_size),
         train=TrainConfig(epochs=args.epochs, batch_size=32, learning_rate=1e-3, optimizer="adamw",
                           weight_decay=1e-4, lr_schedule="cosine", warmup_epochs=1, patience=args.epochs,
-                          seed=args.seed, augment="seed", train_list=str(train_list.resolve()),
-                          val_list=str(test_list.resolve())),
+                          seed=args.seed, augment="basic", train_list=str(lists["train"].resolve()),
+                          val_list=str(lists["val"].resolve())),
     )
-    train_run(run_config, run_dir, overwrite=True, verbose=2)
+
+    from .comparison import plot_comparison  # TensorFlow starts here
+    from .model import load_run
+    from .predict import collect_list, metrics_summary, predict_inputs, write_outputs
+    from .train import TrainOptions, train_run
+
+    train_run(run_config, run_dir, TrainOptions(overwrite=True, verbose=2))
     model, run_config = load_run(run_dir)
-    result = predict_inputs(model, run_config, collect_list(test_list, class_names))
+    result = predict_inputs(model, run_config, collect_list(lists["test"], class_names))
     write_outputs(result, class_names, pred_dir)
-    _demo_attention(run_dir, test_list, out / "attention")
+    plot_comparison([run_dir], out / "attention", inputs=collect_list(lists["test"], class_names), limit=16)
     print(f"figures: {pred_dir / 'prediction_grid.png'}, {pred_dir / 'confusion_matrix.png'}, "
           f"{run_dir / 'training_curves.png'}")
     print(metrics_summary(result.metrics))
     return EXIT_OK
 
 
-def _demo_attention(run_dir: Path, test_list: Path, out: Path) -> None:
-    """The attention comparison figures of the demo's run."""
-    from .comparison import plot_comparison
-
-    plot_comparison([run_dir], out, list_csv=test_list, limit=16)
-
-
-# ---------------------------------------------------------------- plot
-def add_plot_args(p: argparse.ArgumentParser) -> None:
-    from .comparison import add_plot_args as add
-
-    add(p)
-
-
-def run_plot(args: argparse.Namespace) -> int:
-    from .comparison import run_plot as run
-
-    return run(args)
-
-
 # ---------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
-    "prepare": ("make training_files.csv and testing_files.csv from a source", add_prepare_args, run_prepare),
-    "train": ("train a ViT with the seed's head into a run dir", add_train_args, run_train),
+    "prepare": ("make training, validation and testing file lists from a source", add_prepare_args, run_prepare),
+    "train": ("train a ViT with the post's head into a run dir", add_train_args, run_train),
     "predict": ("predict images with a run dir; tables, metrics, figures", add_predict_args, run_predict),
     "plot": ("attention comparison figures for one or two run dirs", add_plot_args, run_plot),
     "demo": ("offline demo: synthetic flowers, tiny ViT, predictions, figures", add_demo_args, run_demo),
 }
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The full parser, or (with `only`) the parser of one subcommand for a script."""
-    if only is not None:
-        text, add, _ = COMMANDS[only]
-        parser = argparse.ArgumentParser(description=f"{text}. {EXIT_CODES_HELP}.", formatter_class=_formatter)
-        add(parser)
-        return parser
+def command_parser(command: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of one subcommand (scripts/train.py and friends use it alone)."""
+    text, add, _ = COMMANDS[command]
+    parser = argparse.ArgumentParser(prog=prog, description=f"{text}. {EXIT_CODES_HELP}.", formatter_class=_formatter)
+    add(parser)
+    add_common_args(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `vit-flowers` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vit-flowers", description=f"Fine-tune and explain ViTs. {EXIT_CODES_HELP}.",
                                      formatter_class=_formatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (text, add, _) in COMMANDS.items():
-        add(sub.add_parser(name, help=text, description=f"{text}. {EXIT_CODES_HELP}.", formatter_class=_formatter))
+        p = sub.add_parser(name, help=text, description=f"{text}. {EXIT_CODES_HELP}.", formatter_class=_formatter)
+        add(p)
+        add_common_args(p)
     return parser
 
 
+def given_options(parser: argparse.ArgumentParser, argv: Sequence[str], dests: Sequence[str]) -> set[str]:
+    """The options the user typed (not left at their defaults): parse again
+    into a namespace pre-filled with a marker that argparse then leaves alone."""
+    marker = object()
+    namespace = argparse.Namespace(**{dest: marker for dest in dests})
+    parser.parse_args(argv, namespace=namespace)
+    return {dest for dest, value in vars(namespace).items() if value is not marker}
+
+
+def resume_hint() -> str:
+    """The command that continues an interrupted training run."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(".py"):
+        argv.insert(0, "python")
+    elif argv:
+        argv[0] = Path(argv[0]).name
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join(argv)
+
+
+def crash_report(command: str) -> Path:
+    """Write the current exception's traceback to a file; return its path."""
+    path = Path(tempfile.gettempdir()) / f"vit-flowers-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(f"vit-flowers {command}: {shlex.join(sys.argv)}\n\n{traceback.format_exc()}", encoding="utf-8",
+                    errors="backslashreplace")
+    return path
+
+
 def run_command(command: str, args: argparse.Namespace) -> int:
-    """Run one subcommand, mapping errors to exit codes."""
+    """Run one subcommand, mapping errors to exit codes and one line each."""
     try:
         return COMMANDS[command][2](args)
     except BadInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = f"; continue with: {resume_hint()}" if command == "train" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return EXIT_FAILURE
-    except Exception:  # a failure of the program or the machine
-        traceback.print_exc()
+    except MemoryError:
+        print("error: out of memory; try a smaller --batch-size or a smaller model", file=sys.stderr)
         return EXIT_FAILURE
-
-
-def quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ info and warning lines (errors still show)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    except Exception as err:  # a failure of the program or the machine
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+            return EXIT_FAILURE
+        try:
+            where = f"the traceback is in {crash_report(command)}"
+        except OSError:
+            where = "run again with --debug for the traceback"
+        print(f"error: unexpected {type(err).__name__}: {err}; {where}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    quiet_tensorflow()
+    """`vit-flowers COMMAND ...` (argv None: the process's own arguments, and
+    the terminal is the user's: see `_run`)."""
+    own = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    return run_command(args.command, args)
+    command_argv = argv[argv.index(args.command) + 1:]
+    return _run(args.command, args, command_parser(args.command), command_argv, own)
 
 
 def script_main(command: str, argv: Sequence[str] | None = None) -> int:
     """Entry for scripts/train.py and friends: one subcommand's options."""
-    quiet_tensorflow()
-    args = build_parser(command).parse_args(argv)
-    return run_command(command, args)
+    own = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = command_parser(command)
+    return _run(command, parser.parse_args(argv), parser, argv, own)
+
+
+def _run(command: str, args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str],
+         own_terminal: bool) -> int:
+    """Run a parsed command. In a process of its own, any file name prints
+    (undecodable bytes as \\xNN) and TensorFlow's C++ log lines are hidden
+    unless --verbose; called from Python (tests, notebooks) the streams are
+    left as they are."""
+    args.given = given_options(parser, argv, list(vars(args))) if command == "train" else set()
+    if not own_terminal:
+        return run_command(command, args)
+    from .terminal import quiet_native_logs, restore_native_logs
+
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_native_logs(enabled=not args.verbose)
+    try:
+        return run_command(command, args)
+    finally:
+        restore_native_logs()
 
 
 if __name__ == "__main__":

@@ -1,24 +1,25 @@
-"""The `plot` command: attention figures for one run dir, or two side by side.
+"""The `plot` command's work: attention figures for one run dir, or two side by side.
 
-Reads the images (a file list or paths), predicts them with the first run,
+Takes the images (rows file, true), predicts them with the first run,
 keeps all, the correct or the wrong predictions, picks up to `limit` spread
 over the list, and writes for those:
 
-- `attention_<k>_<name>.png`: Original | Attention Map (the seed's masked
+- `attention_<k>_<name>.png`: Original | Attention Map (the post's masked
   image) | Overlay, titled with true label, prediction and confidence; with
   `--class`, a fourth panel holds the class-specific map;
 - `attention_grid.png`: the prediction grid with each image's attention beneath;
 - `comparison_grid.png` (two runs): both runs' attention on the same images;
 - `per_head.png`, `attention_distance.png`: the first run's heads;
-- `seed_attention.png`: the seed's own call on the first image, for reference;
+- `vit_keras_attention.png`: the post's own call (vit_keras) on the first image, for reference;
 - `attention_selection.csv` (the images shown) and `skipped_files.csv`.
 
-Filters (`--only`) use the first run's predictions.
+Filters (`--only`) use the first run's predictions. Figures an earlier run
+left in the folder that this one does not rewrite are removed, so the
+folder shows one run.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import EXIT_OK, BadInputError
+from .errors import BadInputError
 
 if TYPE_CHECKING:
     from .attention import AttentionExplainer, AttentionMaps, AttentionSummary
@@ -42,55 +43,11 @@ GRID_FILE = "attention_grid.png"
 COMPARISON_FILE = "comparison_grid.png"
 PER_HEAD_FILE = "per_head.png"
 DISTANCE_FILE = "attention_distance.png"
-SEED_FILE = "seed_attention.png"
+VIT_KERAS_FILE = "vit_keras_attention.png"
 SELECTION_FILE = "attention_selection.csv"
-
-
-def add_plot_args(p: argparse.ArgumentParser) -> None:
-    """Options of `vit-flowers plot`."""
-    from .attention import HEAD_FUSIONS, NORMALIZATIONS
-    from .model import DEFAULT_MODEL_DIR
-
-    p.add_argument("--run", type=Path, action="append", metavar="RUN_DIR",
-                   help=f"run dir (config.json + model.weights.h5); give it twice to compare two runs on the "
-                        f"same images; none given: {DEFAULT_MODEL_DIR}")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--list", type=Path, metavar="CSV", help="file list CSV; true labels from type_dir")
-    src.add_argument("--images", nargs="+", type=Path, metavar="PATH",
-                     help="image files or folders; a folder's class subfolders give true labels")
-    p.add_argument("--out", type=Path, required=True, help="output dir for the figures")
-    p.add_argument("--only", choices=ONLY, default="all",
-                   help="show all images, or only those the first run predicts correctly / wrongly")
-    p.add_argument("--limit", type=int, default=16, help="most images to show, spread over the list")
-    p.add_argument("--head-fusion", choices=HEAD_FUSIONS, default="mean",
-                   help="how heads are fused in each layer before the rollout (vit_keras: mean)")
-    p.add_argument("--discard-ratio", type=float, default=0.0,
-                   help="share of the lowest patch-to-patch attentions zeroed in every layer (0 = none, "
-                        "as vit_keras); the class token's attention is never discarded")
-    p.add_argument("--normalize", choices=NORMALIZATIONS, default="matrix",
-                   help="matrix: divide A+I by its total (vit_keras); row: by each row (the rollout paper)")
-    p.add_argument("--start-layer", type=int, default=0, help="first layer of the rollout (Python index)")
-    p.add_argument("--stop-layer", type=int, default=None, help="layer after the last one rolled out (None: through the last layer)")
-    p.add_argument("--head-layer", type=int, default=-1, help="layer shown in per_head.png (-1: the last)")
-    p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
-                   help=f"add a class-specific (gradient-weighted) map of the first run for class NAME, or '{PREDICTED}' "
-                        f"for each image's predicted class")
-    p.add_argument("--batch-size", type=int, default=32, help="images per model call")
-
-
-def run_plot(args: argparse.Namespace) -> int:
-    """Run `vit-flowers plot`; 0 when done."""
-    from .model import resolve_run
-
-    runs = list(args.run) if args.run else [resolve_run(None)]
-    written = plot_comparison(
-        runs, args.out, list_csv=args.list, images=args.images, limit=args.limit, only=args.only,
-        head_fusion=args.head_fusion, discard_ratio=args.discard_ratio, class_name=args.class_name,
-        batch_size=args.batch_size, normalize=args.normalize, start_layer=args.start_layer,
-        stop_layer=args.stop_layer, head_layer=args.head_layer,
-    )
-    print(f"{len(written)} files -> {args.out}")
-    return EXIT_OK
+# every file name the command writes: an earlier run's that this one did not rewrite are removed
+OWNED_OUTPUTS = ("attention_[0-9][0-9]_*.png", GRID_FILE, COMPARISON_FILE, PER_HEAD_FILE, DISTANCE_FILE,
+                 "vit_keras_attention.png", SELECTION_FILE, "skipped_files.csv", "report.html")
 
 
 def run_names(run_dirs: Sequence[str | Path]) -> list[str]:
@@ -137,11 +94,10 @@ def _decode(files: Sequence[str], sizes: Sequence[tuple[int, int]]):
     return [first.images, *others], kept, list(first.skipped.itertuples(index=False, name=None))
 
 
-def _check_options(run_dirs, list_csv, images, limit, only, discard_ratio, batch_size) -> None:
+def check_options(run_dirs, limit: int, only: str, discard_ratio: float, batch_size: int) -> None:
+    """The plot options that need no model, checked before any work."""
     if not 1 <= len(run_dirs) <= MAX_RUNS:
         raise BadInputError(f"--run: give one or two run dirs, got {len(run_dirs)}")
-    if (list_csv is None) == (images is None):
-        raise BadInputError("give exactly one of --list CSV or --images PATH ...")
     if only not in ONLY:
         raise BadInputError(f"--only {only!r}: choose one of {ONLY}")
     if limit < 1:
@@ -244,8 +200,7 @@ def write_figures(out_dir: Path, files: Sequence[str], true: Sequence[str], disp
 def plot_comparison(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
-    list_csv: str | Path | None = None,
-    images: Sequence[str | Path] | None = None,
+    inputs: pd.DataFrame,
     limit: int = 16,
     only: str = "all",
     head_fusion: str = "mean",
@@ -258,13 +213,16 @@ def plot_comparison(
     head_layer: int = -1,
     progress: bool = True,
 ) -> list[Path]:
-    """Write the attention figures for one or two run dirs; returns the files written."""
+    """Write the attention figures of the images `inputs` (rows file, true)
+    for one or two run dirs; returns the files written."""
     from . import atomic, plots
+    from .attention import vit_keras_attention_map
     from .images import SKIPPED_COLUMNS, write_skipped
     from .model import load_run
-    from .predict import SKIPPED_FILE, collect_images, collect_list, predict_files, predictions_table
+    from .outputs import remove_stale
+    from .predict import SKIPPED_FILE, predict_files, predictions_table
 
-    _check_options(run_dirs, list_csv, images, limit, only, discard_ratio, batch_size)
+    check_options(run_dirs, limit, only, discard_ratio, batch_size)
     out_dir = Path(out_dir)
     runs = [load_run(d) for d in run_dirs]
     names = run_names(run_dirs)
@@ -275,7 +233,6 @@ def plot_comparison(
     target = _class_target(class_name, class_names, Path(run_dirs[0]))  # class maps: first run
 
     # predict everything with the first run, then choose the images to show
-    inputs = collect_list(list_csv, class_names) if list_csv is not None else collect_images(images, class_names)
     probs, kept, skipped = predict_files(model, inputs["file"].tolist(), tuple(config.model.image_size),
                                          batch_size, progress=progress)
     rows = inputs.iloc[kept]
@@ -294,7 +251,9 @@ def plot_comparison(
     if chosen.empty:
         print(f"no image to show: {len(table)} predicted, none with --only {only}")
         empty = pd.DataFrame(columns=["file", "true", "pred", "confidence", "figure"])
-        return written + [atomic.write_csv(out_dir / SELECTION_FILE, empty)]
+        written.append(atomic.write_csv(out_dir / SELECTION_FILE, empty))
+        remove_stale(out_dir, written, OWNED_OUTPUTS)
+        return written
 
     options = {"head_fusion": head_fusion, "discard_ratio": discard_ratio, "start": start_layer,
                "stop": stop_layer, "normalize": normalize}
@@ -307,7 +266,8 @@ def plot_comparison(
     files, true = chosen["file"].tolist(), chosen["true"].tolist()
     figures, figure_names = write_figures(out_dir, files, true, display, views, head_layer, progress)
     written += figures
-    written.append(plots.seed_attention_figure(model, display[0], out_dir / SEED_FILE))
+    written.append(plots.vit_keras_attention_figure(display[0], vit_keras_attention_map(model, display[0]),
+                                                    out_dir / VIT_KERAS_FILE))
 
     selection = pd.DataFrame({"file": files, "true": true})
     for k, view in enumerate(views):
@@ -316,4 +276,5 @@ def plot_comparison(
         selection[f"confidence{suffix}"] = view.confidence
     selection["figure"] = figure_names
     written.append(atomic.write_csv(out_dir / SELECTION_FILE, selection))
+    remove_stale(out_dir, written, OWNED_OUTPUTS)
     return written

@@ -1,4 +1,4 @@
-"""Figures: the seed's prediction grid, the confusion matrix, training curves.
+"""Figures: the post's prediction grid, the confusion matrix, training curves.
 
 Plots only draw what they are given (arrays and tables); they compute
 nothing about models. Every figure is written atomically.
@@ -30,7 +30,7 @@ def evenly_spaced(count: int, panels: int) -> np.ndarray:
 
 
 def prediction_title(true: str | None, pred: str, confidence: float | None = None) -> str:
-    """The seed's panel title, 'True Label : x / Predicted Label : y'."""
+    """The post's panel title, 'True Label : x / Predicted Label : y'."""
     head = f"True Label : {true if true else '?'}"
     tail = f"Predicted Label : {pred}"
     if confidence is not None:
@@ -106,12 +106,10 @@ def training_curves(history: pd.DataFrame, path: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------- attention
-def seed_attention_figure(model, image: np.ndarray, path: str | Path) -> Path:
-    """The seed's figure, made the seed's way: `vit_keras.visualize.attention_map`
-    on `model.layers[0]`, shown as 'Original' | 'Attention Map'."""
-    from vit_keras import visualize
-
-    attention_map = visualize.attention_map(model=model.layers[0], image=image)
+def vit_keras_attention_figure(image: np.ndarray, attention_map: np.ndarray, path: str | Path) -> Path:
+    """The post's figure: 'Original' | 'Attention Map', the map being what
+    `vit_keras.visualize.attention_map` returned for the image
+    (`attention.vit_keras_attention_map`)."""
     fig, (ax1, ax2) = plt.subplots(ncols=2)
     ax1.axis("off")
     ax2.axis("off")
@@ -145,7 +143,7 @@ def attention_figure(
     wrong: bool = False,
     extra: tuple[np.ndarray, str] | None = None,
 ) -> Path:
-    """One image: Original | Attention Map (the seed's mask * image) | Overlay,
+    """One image: Original | Attention Map (the post's mask * image) | Overlay,
     plus an optional extra panel (e.g. a class-specific map) given as (image, title)."""
     panels = [(image, "Original"), (masked, "Attention Map"), (overlay, "Overlay")]
     if extra is not None:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import atomic
 from .errors import BadInputError
-from .filelists import is_image_name, read_file_list
+from .filelists import is_image_name, list_folder, read_file_list
 from .images import SKIPPED_COLUMNS, decode_image, iter_image_chunks, write_skipped
 
 PREDICTIONS_FILE = "predictions.csv"
@@ -26,6 +26,9 @@ METRICS_FILE = "metrics.json"
 GRID_FILE = "prediction_grid.png"
 CONFUSION_FILE = "confusion_matrix.png"
 SKIPPED_FILE = "skipped_files.csv"
+REPORT_FILE = "report.html"
+# the files `predict` writes: those an earlier run left that this one does not rewrite are removed
+OWNED_OUTPUTS = (PREDICTIONS_FILE, METRICS_FILE, GRID_FILE, CONFUSION_FILE, SKIPPED_FILE, REPORT_FILE)
 DISPLAY_SIZE = 160
 
 
@@ -42,15 +45,15 @@ def collect_images(paths: Sequence[str | Path], class_names: Sequence[str]) -> p
     rows: list[tuple[str, str]] = []
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
-            raise BadInputError(f"{path}: no such file or folder")
-        if path.is_file():
-            rows.append((str(path), ""))
+        if not path.is_dir():
+            if not (path.exists() or path.is_symlink()):
+                raise BadInputError(f"{path}: no such file or folder")
+            rows.append((str(path), ""))  # a file given by name: read (or skipped with its reason) as it is
             continue
-        for item in sorted(path.iterdir()):
+        for item in list_folder(path):
             if item.is_dir() and not is_image_name(item):
                 true = item.name if item.name in class_names else ""
-                rows += [(str(f), true) for f in sorted(item.iterdir()) if is_image_name(f)]
+                rows += [(str(f), true) for f in list_folder(item) if is_image_name(f)]
             elif is_image_name(item):
                 rows.append((str(item), ""))
     if not rows:
@@ -105,7 +108,18 @@ def predict_files(
     )
 
 
+# model -> its traced forward function; the function holds only a weak
+# reference to the model, so a model dropped by its user is freed with it
 _FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _traced_forward(model):
+    """A `tf.function` of `model(x, training=False)` that does not keep the model alive."""
+    import tensorflow as tf
+
+    ref = weakref.ref(model)
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+    return tf.function(lambda t: ref()(t, training=False), input_signature=[spec], reduce_retracing=True)
 
 
 def forward(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -121,13 +135,9 @@ def forward(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
     if keras.backend.backend() != "tensorflow":
         return model.predict(x, batch_size=batch_size, verbose=0)
-    import tensorflow as tf
-
     fn = _FORWARD.get(model)
     if fn is None:
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        fn = tf.function(lambda t: model(t, training=False), input_signature=[spec], reduce_retracing=True)
-        _FORWARD[model] = fn
+        fn = _FORWARD[model] = _traced_forward(model)
     x = np.asarray(x, np.float32)
     if len(x) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
@@ -187,7 +197,10 @@ def grid_images(files: Sequence[str], size: int = DISPLAY_SIZE) -> np.ndarray:
 
 
 def write_outputs(result: PredictionResult, class_names: Sequence[str], out_dir: str | Path) -> list[Path]:
-    """predictions.csv, skipped_files.csv, metrics.json and the two figures."""
+    """predictions.csv, skipped_files.csv, metrics.json and the two figures;
+    an earlier run's outputs that this one does not rewrite (its metrics when
+    this run has no labels, say) are removed."""
+    from .outputs import remove_stale
     from .plots import confusion_matrix_figure, evenly_spaced, prediction_grid
 
     out_dir = Path(out_dir)
@@ -207,6 +220,7 @@ def write_outputs(result: PredictionResult, class_names: Sequence[str], out_dir:
         written.append(atomic.write_json(out_dir / METRICS_FILE, result.metrics))
         written.append(confusion_matrix_figure(np.array(result.metrics["confusion_matrix"]), class_names,
                                                out_dir / CONFUSION_FILE))
+    remove_stale(out_dir, written, OWNED_OUTPUTS)
     return written
 
 

@@ -1,0 +1,461 @@
+"""Figures read as a person reads them, not sized.
+
+Each figure is drawn from known inputs and its PNG opened: the prediction
+grid frames the wrong panels red and the right ones not, and each title
+shows its own panel's labels (two renders that differ in one label differ
+in that panel's title line and nowhere else); the confusion matrix's cells
+have the colour and the number of their count; the attention overlay is
+hottest where the attention peak was put; the training curves go through
+the values of the history. Finally the `predict` command's own figures are
+checked against its `metrics.json` and `predictions.csv`.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vit_flowers import attention, cli, plots
+
+from conftest import CLASS_NAMES
+
+WRONG_RGB = np.array([int(plots.WRONG_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
+TITLE_POINTS = 9  # the grid's title font size
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).astype(int)
+
+
+def near(pixels: np.ndarray, colour, tolerance: int = 3) -> np.ndarray:
+    """Mask of the pixels within `tolerance` of `colour` in every channel."""
+    return np.abs(pixels - np.asarray(colour)).max(axis=-1) <= tolerance
+
+
+# ------------------------------------------------------------ prediction grid
+def panel_colour(i: int) -> tuple[int, int, int]:
+    """A flat colour of its own for image i (no red, no grey)."""
+    return (20 + 7 * i, 180, 100 + 4 * i)
+
+
+def flat_images(count: int) -> np.ndarray:
+    images = np.zeros((count, 8, 8, 3), np.uint8)
+    for i in range(count):
+        images[i] = panel_colour(i)
+    return images
+
+
+def image_box(png: np.ndarray, colour) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the pixels of a panel's flat colour."""
+    ys, xs = np.nonzero(near(png, colour, 1))
+    assert len(ys) > 1000, f"panel of colour {colour} not found"
+    return ys.min(), ys.max(), xs.min(), xs.max()
+
+
+def frame_share(png: np.ndarray, box) -> float:
+    """Share of red pixels on a ring 2 px outside a panel's image (the frame's
+    outer half), over the middle 80% of each side."""
+    top, bottom, left, right = box
+    h, w = bottom - top, right - left
+    ring = np.concatenate([
+        png[top - 2, left + w // 10:right - w // 10], png[bottom + 2, left + w // 10:right - w // 10],
+        png[top + h // 10:bottom - h // 10, left - 2], png[top + h // 10:bottom - h // 10, right + 2],
+    ])
+    return float(near(ring, WRONG_RGB).mean())
+
+
+def title_band(png: np.ndarray, box) -> tuple[slice, slice]:
+    """Rows and columns of the two title lines above a panel's image (titles are narrower than panels)."""
+    top, _, left, right = box
+    return slice(top - 40, top - 4), slice(left, right + 1)
+
+
+def title_inks(png: np.ndarray, box) -> tuple[int, int]:
+    """(red text pixels, black text pixels) in a panel's title band; rows that
+    are mostly red (the frame of the panel above) do not count."""
+    rows, cols = title_band(png, box)
+    band = png[rows, cols]
+    red = near(band, WRONG_RGB, 40)
+    frame_rows = np.convolve(red.mean(axis=1) > 0.5, np.ones(5), mode="same") > 0  # and their corners
+    red[frame_rows] = False
+    return int(red.sum()), int((band.max(axis=-1) < 60).sum())
+
+
+def framed_cells(png: np.ndarray, rows: int = 4, cols: int = 4, side: int = 150) -> set[int]:
+    """Grid cells (row-major) holding a red frame: a connected red outline at
+    least `side` pixels wide and high, placed by its centre."""
+    red = near(png, WRONG_RGB).astype(np.uint8)
+    n, _, stats, centres = cv2.connectedComponentsWithStats(red)
+    height, width = png.shape[:2]
+    return {
+        int(centres[i][1] * rows // height) * cols + int(centres[i][0] * cols // width)
+        for i in range(1, n)
+        if stats[i, cv2.CC_STAT_WIDTH] >= side and stats[i, cv2.CC_STAT_HEIGHT] >= side
+    }
+
+
+LABELS_TRUE = [CLASS_NAMES[i % 5] for i in range(16)]
+WRONG = {1: "sunflowers", 6: "daisy", 11: "tulips", 12: "dandelion"}
+LABELS_PRED = [WRONG.get(i, t) for i, t in enumerate(LABELS_TRUE)]
+LABELS_TRUE[14] = None  # unknown truth: never wrong, no frame
+LABELS_PRED[14] = "roses"
+
+
+def draw_grid(path: Path, true=LABELS_TRUE, pred=LABELS_PRED, images=None) -> np.ndarray:
+    images = flat_images(16) if images is None else images
+    plots.prediction_grid(images, list(true), list(pred), path, confidence=np.linspace(0.3, 0.99, len(images)))
+    return read_png(path)
+
+
+@pytest.fixture(scope="module")
+def grid_png(tmp_path_factory) -> np.ndarray:
+    return draw_grid(tmp_path_factory.mktemp("grid") / "grid.png")
+
+
+def test_wrong_predictions_are_framed_red_and_right_ones_not(grid_png):
+    for k in range(16):
+        box = image_box(grid_png, panel_colour(k))
+        share = frame_share(grid_png, box)
+        red, black = title_inks(grid_png, box)
+        if k in WRONG:
+            assert share > 0.95, f"panel {k} ({LABELS_TRUE[k]} -> {LABELS_PRED[k]}) is wrong but {share:.0%} framed"
+            assert red > 100 and black == 0, f"panel {k}: wrong, its title should be red ({red} red, {black} black)"
+        else:
+            assert share == 0, f"panel {k} ({LABELS_TRUE[k]} -> {LABELS_PRED[k]}) is right but framed ({share:.0%})"
+            assert red == 0 and black > 100, f"panel {k}: right, its title should be black ({red} red, {black} black)"
+    assert framed_cells(grid_png) == set(WRONG)
+
+
+def test_panels_are_in_reading_order(grid_png):
+    """Panel k sits in row k // 4, column k % 4 of the figure."""
+    height, width = grid_png.shape[:2]
+    for k in range(16):
+        top, bottom, left, right = image_box(grid_png, panel_colour(k))
+        assert ((top + bottom) // 2 * 4 // height, (left + right) // 2 * 4 // width) == divmod(k, 4), k
+
+
+def test_more_images_than_panels_shows_evenly_spaced_ones(tmp_path):
+    """31 images: the panels show images 0, 2, ..., 30, each framed by its own labels."""
+    true = [CLASS_NAMES[i % 5] for i in range(31)]
+    pred = [CLASS_NAMES[(i + 1) % 5] if i % 4 == 0 else true[i] for i in range(31)]
+    png = draw_grid(tmp_path / "g.png", true, pred, flat_images(31))
+    shown = plots.evenly_spaced(31, 16)
+    assert shown.tolist() == list(range(0, 31, 2))
+    for k, i in enumerate(shown):
+        share = frame_share(png, image_box(png, panel_colour(i)))
+        assert share > 0.95 if i % 4 == 0 else share == 0, (k, i, share)
+    for i in range(1, 31, 2):  # the others are not drawn
+        assert near(png, panel_colour(i), 1).sum() == 0, i
+    assert framed_cells(png) == {k for k, i in enumerate(shown) if i % 4 == 0}
+
+
+def changed_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.nonzero((a != b).any(axis=-1))
+    return ys, xs
+
+
+@pytest.mark.parametrize("k", [6, 9])
+def test_each_title_shows_its_own_panels_labels(grid_png, tmp_path, k):
+    """Changing one panel's true label changes the first line of that panel's
+    title and nothing else; changing its prediction, the second line only.
+    (Panel 6 is wrong and stays wrong; panel 9 is right and both labels change together.)"""
+    box = image_box(grid_png, panel_colour(k))
+    rows, cols = title_band(grid_png, box)
+    others = [c for c in CLASS_NAMES if c not in (LABELS_TRUE[k], LABELS_PRED[k])]
+
+    def changed(true, pred, name):
+        ys, xs = changed_rows(grid_png, draw_grid(tmp_path / name, true, pred))
+        assert len(ys) > 50, f"{name}: changing a label of panel {k} changed nothing"
+        assert rows.start <= ys.min() and ys.max() < rows.stop and cols.start <= xs.min() and xs.max() < cols.stop, (
+            f"{name}: changes at rows {ys.min()}-{ys.max()}, columns {xs.min()}-{xs.max()}; "
+            f"panel {k}'s title is rows {rows.start}-{rows.stop}, columns {cols.start}-{cols.stop}")
+        return ys
+
+    if LABELS_TRUE[k] != LABELS_PRED[k]:
+        true = list(LABELS_TRUE)
+        true[k] = others[0]
+        first = changed(true, LABELS_PRED, "true.png")
+        pred = list(LABELS_PRED)
+        pred[k] = others[1]
+        second = changed(LABELS_TRUE, pred, "pred.png")
+        assert first.max() < second.min(), "the true label is the first line, the prediction the second"
+    else:
+        true, pred = list(LABELS_TRUE), list(LABELS_PRED)
+        true[k] = pred[k] = others[0]
+        both = changed(true, pred, "both.png")
+        assert both.max() - both.min() > 20  # both lines
+
+
+def test_prediction_title_text():
+    assert plots.prediction_title("daisy", "roses", 0.874) == "True Label : daisy\nPredicted Label : roses (87%)"
+    assert plots.prediction_title(None, "roses") == "True Label : ?\nPredicted Label : roses"
+
+
+# ------------------------------------------------------------ confusion matrix
+def ink_of_text(text: str, fontsize: float) -> np.ndarray:
+    """Text rendered black on white by matplotlib, as ink (0..1) cropped to its box."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8, 1), dpi=100)
+    fig.text(0.5, 0.5, text, fontsize=fontsize, color="black", ha="center", va="center")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    gray = np.asarray(Image.open(buffer).convert("L")).astype(float)
+    return crop_ink((255 - gray) / 255)
+
+
+def crop_ink(ink: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+    ys, xs = np.nonzero(ink > threshold)
+    assert len(ys), "no text found"
+    return ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def likeness(found: np.ndarray, reference: np.ndarray) -> float:
+    """Normalised correlation of two inks of the same size (+-1 px), at the best
+    small shift; -1 when their sizes differ."""
+    if abs(found.shape[0] - reference.shape[0]) > 1 or abs(found.shape[1] - reference.shape[1]) > 1:
+        return -1.0
+    big = cv2.GaussianBlur(np.pad(found, 3).astype(np.float32), (0, 0), 0.8)
+    small = cv2.GaussianBlur(np.pad(reference, 1).astype(np.float32), (0, 0), 0.8)
+    return float(cv2.matchTemplate(big, small, cv2.TM_CCOEFF_NORMED).max())
+
+
+def read_number(ink: np.ndarray, candidates, fontsize: float) -> tuple[int, float, float]:
+    """The candidate number whose rendering looks most like `ink`: (number, its likeness, the runner-up's)."""
+    scores = sorted(((likeness(ink, ink_of_text(str(v), fontsize)), v) for v in candidates), reverse=True)
+    return scores[0][1], scores[0][0], scores[1][0]
+
+
+def matrix_box(png: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the matrix: its black frame's lines."""
+    dark = png.max(axis=-1) < 80
+    rows, cols = dark.sum(axis=1), dark.sum(axis=0)
+    ys, xs = np.nonzero(rows >= 0.9 * rows.max())[0], np.nonzero(cols >= 0.9 * cols.max())[0]
+    return ys.min(), ys.max(), xs.min(), xs.max()
+
+
+def read_matrix(png: np.ndarray, n: int, largest: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cell background colours (n, n, 3) and the numbers written in the cells (n, n)."""
+    import matplotlib
+
+    top, bottom, left, right = matrix_box(png)
+    h, w = (bottom - top) / n, (right - left) / n
+    colours = np.zeros((n, n, 3))
+    numbers = np.zeros((n, n), int)
+    fontsize = matplotlib.rcParams["font.size"]
+    for r, c in itertools.product(range(n), range(n)):
+        y, x = top + r * h, left + c * w
+        corner = png[int(y + 0.08 * h):int(y + 0.22 * h), int(x + 0.08 * w):int(x + 0.22 * w)]
+        colours[r, c] = np.median(corner.reshape(-1, 3), axis=0)
+        middle = png[int(y + 0.25 * h):int(y + 0.75 * h), int(x + 0.2 * w):int(x + 0.8 * w)].astype(float)
+        # the text's ink: how far each pixel went from the cell colour towards black or white
+        ink = np.maximum(np.abs(middle - colours[r, c]).max(axis=-1) / 255.0, 0)
+        ink = ink / max(ink.max(), 1e-9)
+        number, best, runner_up = read_number(crop_ink(ink, 0.3), range(largest + 6), fontsize)
+        assert best > 0.8 and best - runner_up > 0.05, f"cell ({r}, {c}): unreadable ({best:.3f} vs {runner_up:.3f})"
+        numbers[r, c] = number
+    return colours, numbers
+
+
+def expected_colours(matrix: np.ndarray) -> np.ndarray:
+    from matplotlib import colormaps
+
+    low, high = matrix.min(), matrix.max()
+    return np.asarray(colormaps["Blues"]((matrix - low) / max(high - low, 1)))[..., :3] * 255
+
+
+def assert_matrix_figure_shows(png: np.ndarray, matrix: np.ndarray) -> None:
+    colours, numbers = read_matrix(png, len(matrix), int(matrix.max()))
+    np.testing.assert_array_equal(numbers, matrix, err_msg="the numbers written in the cells")
+    np.testing.assert_allclose(colours, expected_colours(matrix), atol=2.5, err_msg="the cell colours (Blues by count)")
+    # darker for larger counts
+    lightness = colours.sum(axis=-1).ravel()
+    order = np.argsort(matrix.ravel(), kind="stable")
+    assert np.all(np.diff(lightness[order]) <= 1.0)
+
+
+def test_confusion_matrix_cells_show_their_counts(tmp_path):
+    matrix = np.array([[9, 1, 0, 2, 0], [0, 7, 3, 0, 1], [4, 0, 12, 0, 0], [0, 2, 0, 5, 6], [1, 0, 0, 0, 8]])
+    png = read_png(plots.confusion_matrix_figure(matrix, CLASS_NAMES, tmp_path / "cm.png"))
+    assert_matrix_figure_shows(png, matrix)
+
+
+def test_confusion_matrix_rows_are_true_columns_predicted(tmp_path):
+    """One count off the diagonal, at true tulips (last row), predicted daisy (first column)."""
+    matrix = np.zeros((3, 3), int)
+    matrix[2, 0] = 5
+    png = read_png(plots.confusion_matrix_figure(matrix, ["daisy", "roses", "tulips"], tmp_path / "cm.png"))
+    assert_matrix_figure_shows(png, matrix)
+    colours, _ = read_matrix(png, 3, 5)
+    assert colours[2, 0].sum() < colours[0, 2].sum() - 300  # the dark cell is bottom-left, not top-right
+
+
+def test_confusion_matrix_title_states_the_accuracy(tmp_path):
+    """The title depends on the accuracy and the total alone: matrices that
+    share them share the title; another accuracy changes it."""
+    a = np.array([[5, 1], [2, 4]])
+    b = np.array([[4, 1], [2, 5]])  # same total, same accuracy: only two cells change
+    c = np.array([[3, 1], [2, 4]])  # accuracy and total change: the title changes
+    pa, pb, pc = (read_png(plots.confusion_matrix_figure(m, ["x", "y"], tmp_path / f"{i}.png")) for i, m in enumerate((a, b, c)))
+    top = matrix_box(pa)[0]
+    ys, _ = changed_rows(pa, pb)
+    assert len(ys) and ys.min() > top, "same accuracy: the title stays"
+    ys, _ = changed_rows(pa, pc)
+    assert ys.min() < top, "another accuracy: the title changes"
+
+
+# ------------------------------------------------------------ attention overlay
+def hotness(overlay: np.ndarray, image: np.ndarray, alpha: float = attention.OVERLAY_ALPHA) -> np.ndarray:
+    """Recover the jet colour under an overlay and read its position on the jet scale (0..255)."""
+    heat = (overlay.astype(float) - (1 - alpha) * image.astype(float)) / alpha
+    jet = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), cv2.COLORMAP_JET)[:, 0, ::-1].astype(float)
+    distance = ((heat[..., None, :] - jet) ** 2).sum(axis=-1)
+    return distance.argmin(axis=-1)
+
+
+def peak_grid(shape: tuple[int, int], peak: tuple[int, int], floor: float = 0.1) -> np.ndarray:
+    grid = np.full(shape, floor)
+    grid[peak] = 1.0
+    return grid
+
+
+def cell_of(point, grid_shape, image_shape) -> tuple[int, int]:
+    return int(point[0] * grid_shape[0] // image_shape[0]), int(point[1] * grid_shape[1] // image_shape[1])
+
+
+@pytest.mark.parametrize("grid_shape, peaks, size", [((4, 4), [(1, 2), (3, 0)], (64, 64)), ((3, 5), [(2, 4), (0, 1)], (30, 50))])
+def test_overlay_is_hottest_where_the_attention_peak_is(grid_shape, peaks, size):
+    rng = np.random.default_rng(0)
+    grids = np.stack([peak_grid(grid_shape, p) for p in peaks])
+    images = rng.integers(60, 200, size=(len(peaks), *size, 3)).astype(np.uint8)
+    maps = attention.render_maps(grids, images)
+    for i, peak in enumerate(peaks):
+        heat = hotness(maps.overlay[i], images[i])
+        hottest = np.unravel_index(heat.argmax(), heat.shape)
+        assert cell_of(hottest, grid_shape, size) == peak
+        assert heat.max() >= 230 and np.median(heat) < 60  # red at the peak, blue elsewhere
+        hot = np.argwhere(heat >= heat.max() - 8).mean(axis=0)
+        assert cell_of(hot, grid_shape, size) == peak
+        mask_peak = np.unravel_index(maps.mask[i].argmax(), size)
+        assert cell_of(mask_peak, grid_shape, size) == peak
+    flat = np.full((1, *size, 3), 120, np.uint8)
+    masked = attention.render_maps(grids[:1], flat).masked[0].astype(int).sum(axis=-1)
+    assert cell_of(np.unravel_index(masked.argmax(), size), grid_shape, size) == peaks[0]  # brightest at the peak
+
+
+def test_overlay_images_blends_jet_over_the_image():
+    image = np.full((1, 4, 4, 3), 100, np.uint8)
+    masks = np.zeros((1, 4, 4))
+    masks[0, 0, 0] = 1.0
+    out = attention.overlay_images(masks, image).astype(int)
+    jet = cv2.applyColorMap(np.array([[0], [255]], np.uint8), cv2.COLORMAP_JET)[:, 0, ::-1].astype(int)
+    np.testing.assert_allclose(out[0, 0, 0], 0.5 * 100 + 0.5 * jet[1], atol=1)  # dark red over grey
+    np.testing.assert_allclose(out[0, 3, 3], 0.5 * 100 + 0.5 * jet[0], atol=1)  # dark blue over grey
+
+
+def panels(png: np.ndarray, count: int) -> list[tuple[int, int, int, int]]:
+    """Boxes (top, bottom, left, right) of the `count` largest non-white regions, left to right."""
+    ink = (png.min(axis=-1) < 245).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(ink)
+    biggest = sorted(range(1, n), key=lambda i: -stats[i, cv2.CC_STAT_AREA])[:count]
+    boxes = [(stats[i, 1], stats[i, 1] + stats[i, 3], stats[i, 0], stats[i, 0] + stats[i, 2]) for i in biggest]
+    return sorted(boxes, key=lambda b: b[2])
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_attention_figure_shows_the_peak_in_its_panels(tmp_path, wrong):
+    size, grid_shape, peak = (60, 90), (4, 6), (3, 1)
+    image = np.full((*size, 3), 110, np.uint8)
+    maps = attention.render_maps(peak_grid(grid_shape, peak)[None], image[None])
+    extra = (maps.overlay[0][:, ::-1], "mirrored")  # a fourth panel, hottest at the mirrored place
+    path = plots.attention_figure(image, maps.masked[0], maps.overlay[0], "True Label : roses", tmp_path / "a.png",
+                                  wrong=wrong, extra=extra)
+    png = read_png(path)
+    boxes = panels(png, 4)
+    original, masked, overlay, mirrored = (png[t:b, l:r] for t, b, l, r in boxes)
+    assert near(original[5:-5, 5:-5], (110, 110, 110), 1).mean() > 0.99
+
+    def relative_cell(panel: np.ndarray, score: np.ndarray) -> tuple[int, int]:
+        at = np.argwhere(score >= score.max() - 3).mean(axis=0)
+        return int(at[0] * grid_shape[0] // panel.shape[0]), int(at[1] * grid_shape[1] // panel.shape[1])
+
+    assert relative_cell(masked, masked.sum(axis=-1)) == peak  # brightest
+    redness = lambda p: p[..., 0] - p[..., 2]  # noqa: E731
+    assert relative_cell(overlay, redness(overlay)) == peak  # hottest
+    assert relative_cell(mirrored, redness(mirrored)) == (peak[0], grid_shape[1] - 1 - peak[1])
+    title = png[: min(b[0] for b in boxes) - 20]
+    assert (near(title, WRONG_RGB, 40).sum() > 50) == wrong
+
+
+# ------------------------------------------------------------ training curves
+def markers(png: np.ndarray, colour, count: int) -> np.ndarray:
+    """Centres (x, y) of the `count` round markers of `colour` lying on one
+    evenly spaced run of x (the epochs): drops the legend's marker."""
+    mask = near(png, colour, 12).astype(np.uint8)
+    opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    n, _, stats, centres = cv2.connectedComponentsWithStats(opened)
+    found = sorted(tuple(centres[i]) for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] > 30)
+    assert count <= len(found) <= count + 1, f"{len(found)} markers of colour {colour}, expected {count} (+ legend)"
+
+    def unevenness(subset):
+        xs = np.array([p[0] for p in subset])
+        fit = np.polyval(np.polyfit(np.arange(count), xs, 1), np.arange(count))
+        return np.abs(xs - fit).max()
+
+    best = min(itertools.combinations(found, count), key=unevenness)
+    assert unevenness(best) < 1.5
+    return np.array(best)
+
+
+def assert_curves_follow(png: np.ndarray, train: np.ndarray, val: np.ndarray) -> None:
+    """Both curves' markers map linearly to their values on one shared y axis,
+    larger values higher up; the epochs go left to right."""
+    blue, orange = markers(png, (31, 119, 180), len(train)), markers(png, (255, 127, 14), len(val))
+    values = np.concatenate([train, val])
+    ys = np.concatenate([blue[:, 1], orange[:, 1]])
+    slope, intercept = np.polyfit(values, ys, 1)
+    residual = np.abs(ys - (slope * values + intercept)).max()
+    assert slope < 0 and residual < 1.5, f"markers do not follow the history (off by {residual:.1f} px)"
+    np.testing.assert_allclose(blue[:, 0], orange[:, 0], atol=1)  # the same epochs
+
+
+def test_training_curves_draw_the_history(tmp_path):
+    history = pd.DataFrame({
+        "epoch": range(8),
+        "loss": [2.0, 1.5, 1.2, 1.3, 0.9, 0.7, 0.75, 0.5],  # falls, with bumps
+        "val_loss": [2.4, 2.3, 2.2, 2.35, 2.0, 1.7, 1.65, 1.3],
+        "accuracy": [0.2, 0.3, 0.42, 0.4, 0.55, 0.62, 0.6, 0.7],
+        "val_accuracy": [0.5, 0.62, 0.68, 0.75, 0.72, 0.82, 0.86, 0.9],
+    })
+    png = read_png(plots.training_curves(history, tmp_path / "curves.png"))
+    half = png.shape[1] // 2
+    assert_curves_follow(png[:, :half], history["loss"].to_numpy(), history["val_loss"].to_numpy())
+    assert_curves_follow(png[:, half:], history["accuracy"].to_numpy(), history["val_accuracy"].to_numpy())
+    loss = markers(png[:, :half], (31, 119, 180), 8)
+    assert loss[-1, 1] > loss[0, 1] + 100  # the falling loss ends lower in the picture than it starts
+    assert loss[3, 1] < loss[2, 1]  # and its bump at epoch 4 goes up
+
+
+# ------------------------------------------------------------ the predict command
+def test_predict_figures_agree_with_metrics_and_predictions(tiny_run, synthetic_data, tmp_path):
+    out = tmp_path / "pred"
+    assert cli.main(["predict", "--run", str(tiny_run), "--list", str(synthetic_data / "testing_files.csv"),
+                     "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    matrix = np.array(metrics["confusion_matrix"])
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert matrix.sum() == len(table)
+    assert_matrix_figure_shows(read_png(out / "confusion_matrix.png"), matrix)
+    shown = table.iloc[plots.evenly_spaced(len(table), 16)]
+    wrong = {k for k, (t, p) in enumerate(zip(shown["true"], shown["pred"])) if t != p}
+    assert framed_cells(read_png(out / "prediction_grid.png")) == wrong
