@@ -16,6 +16,7 @@ in the model (and every place a weight), then reads them. No pickles, no
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,8 +347,42 @@ def check_run_files(run_dir: str | Path, weights_file: str = WEIGHTS_FILE) -> Ru
     weights = run_dir / weights_file
     if not weights.is_file():
         raise ConfigError(f"{weights}: weights file not found")
-    weight_layout(weights)
+    check_weights_outline(weight_layout(weights), weights, run_dir / CONFIG_FILE, run_config.model)
     return run_config
+
+
+def weights_outline(layout: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """What a weights file's layout says of the model it came from, read
+    without building one: encoder layers, hidden size, tokens, classes."""
+    outline: dict[str, int] = {}
+    blocks = {part for path in layout for part in path.split("/") if re.fullmatch(r"transformer_block(_\d+)?", part)}
+    if blocks:
+        outline["num_layers"] = len(blocks)
+    for path, shape in layout.items():
+        if path.endswith("class_token/vars/0") and len(shape) == 3:
+            outline["hidden_size"] = shape[-1]
+        elif path.endswith("add_position_embs/vars/0") and len(shape) == 3:
+            outline["tokens"] = shape[1]
+    heads = sorted(path for path in layout if re.fullmatch(r"layers/dense(_\d+)?/vars/0", path))
+    if heads and len(layout[heads[-1]]) == 2:
+        outline["num_classes"] = layout[heads[-1]][1]
+    return outline
+
+
+def check_weights_outline(layout: dict[str, tuple[int, ...]], weights: Path, config_path: Path,
+                          cfg: ModelConfig) -> None:
+    """Refuse, before a model is built, weights whose number of layers,
+    hidden size, token count or class count is not the config's (a config
+    saying 200 layers would otherwise build for a minute to be refused)."""
+    rows, cols = cfg.grid
+    expected = {"num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size, "tokens": rows * cols + 1,
+                "num_classes": cfg.num_classes}
+    what = {"num_layers": "encoder layers", "hidden_size": "hidden size", "tokens": "tokens (patches + class token)",
+            "num_classes": "classes"}
+    for key, found in weights_outline(layout).items():
+        if found != expected[key]:
+            raise ConfigError(f"{weights} does not match {config_path}: {what[key]} {found} in the weights, "
+                              f"{expected[key]} in the config")
 
 
 def load_run(run_dir: str | Path, weights_file: str = WEIGHTS_FILE):
