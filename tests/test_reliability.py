@@ -350,3 +350,24 @@ def test_same_seed_gives_the_same_predictions(synthetic_data, tiny_run, tmp_path
                                   pd.read_csv(tmp_path / "again" / "history.csv")["loss"])
 
 
+
+
+def test_ctrl_c_says_how_to_resume_and_that_command_finishes_the_run(slow_epoch_data, uninterrupted, tmp_path):
+    import shlex
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(slow_epoch_data, run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    deadline = time.time() + 240
+    while history_rows(run) < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr
+    hint = stderr.strip().splitlines()[-1]
+    assert hint.startswith(f"interrupted; continue with: {sys.executable} ") and hint.endswith(" --resume"), hint
+    done = subprocess.run(shlex.split(hint.split("continue with: ", 1)[1]), capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(run, uninterrupted)

@@ -552,9 +552,14 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str], dests: S
 
 def resume_hint() -> str:
     """The command that continues an interrupted training run."""
+    import shutil
+
     argv = list(sys.argv)
     if argv and argv[0].endswith(".py"):
-        argv.insert(0, "python")
+        # `python` when that is this interpreter on PATH, else its full path (a venv not activated)
+        found = shutil.which("python")
+        same = found is not None and Path(found).resolve() == Path(sys.executable).resolve()
+        argv.insert(0, "python" if same else sys.executable)
     elif argv:
         argv[0] = Path(argv[0]).name
     if "--resume" not in argv:

@@ -114,10 +114,9 @@ def write_file_lists(
     frame = frame.copy()
     frame["base_path"] = [_relative_if_inside(Path(p), out_dir) for p in frame["base_path"]]
     train, val, test = stratified_split(frame, test_fraction, seed, val_fraction)
-    lists = {"train": (TRAINING_LIST, train), "test": (TESTING_LIST, test)}
-    if val_fraction > 0:
-        lists["val"] = (VALIDATION_LIST, val)
-    else:
+    lists = {"train": (TRAINING_LIST, train), "val": (VALIDATION_LIST, val), "test": (TESTING_LIST, test)}
+    if val_fraction <= 0:
+        del lists["val"]
         (out_dir / VALIDATION_LIST).unlink(missing_ok=True)  # an older split's, wrong beside these
     with contextlib.ExitStack() as stack:
         for name, part in lists.values():
