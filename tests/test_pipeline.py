@@ -117,6 +117,28 @@ def test_forward_equals_model_predict_for_any_batch_split(tiny_run):
     assert forward(model, x[:0]).shape == (0, 5)
 
 
+def test_a_model_used_by_predict_is_freed_when_its_user_drops_it(tiny_run):
+    """The traced forward function is cached per model but must not keep
+    the model alive: a process predicting with many run dirs would grow."""
+    import gc
+    import weakref
+
+    from vit_flowers.model import load_run
+    from vit_flowers.predict import _FORWARD, forward
+
+    x = np.zeros((2, 32, 32, 3), np.float32)
+    refs = []
+    for _ in range(3):
+        model, _ = load_run(tiny_run)
+        forward(model, x)
+        assert model in _FORWARD
+        refs.append(weakref.ref(model))
+        del model
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
+    assert len(_FORWARD) == 0
+
+
 def test_mirror_tta_averages_each_image_with_its_mirror_image(tiny_run, synthetic_data, tmp_path):
     from PIL import ImageOps
 

@@ -46,8 +46,12 @@ def csv_options() -> dict[str, Any]:
     """How every CSV is written: UTF-8 without the index; a file name that is
     not valid UTF-8 (a str with surrogate escapes, as `os.listdir` gives it)
     is written back as its original bytes, so it round-trips exactly when
-    read with `encoding_errors="surrogateescape"`."""
-    return {"index": False, "encoding": "utf-8", "errors": "surrogateescape"}
+    read with `encoding_errors="surrogateescape"`. Rows end in CRLF, as RFC
+    4180 has it: Python's csv writer quotes a field holding any character of
+    the line terminator, so a file name with a carriage return or a newline
+    in it is quoted and reads back whole (with "\n" alone, a bare "\r" in a
+    name would be written unquoted and split the row)."""
+    return {"index": False, "encoding": "utf-8", "errors": "surrogateescape", "lineterminator": "\r\n"}
 
 
 def write_csv(path: str | os.PathLike, frame: Any) -> Path:

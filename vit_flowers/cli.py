@@ -575,12 +575,17 @@ def crash_report(command: str) -> Path:
     return path
 
 
+def one_line(message: str) -> str:
+    """A message on one line (a library's own message may hold line breaks)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 def run_command(command: str, args: argparse.Namespace) -> int:
     """Run one subcommand, mapping errors to exit codes and one line each."""
     try:
         return COMMANDS[command][2](args)
     except BadInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         hint = f"; continue with: {resume_hint()}" if command == "train" else ""
@@ -597,7 +602,7 @@ def run_command(command: str, args: argparse.Namespace) -> int:
             where = f"the traceback is in {crash_report(command)}"
         except OSError:
             where = "run again with --debug for the traceback"
-        print(f"error: unexpected {type(err).__name__}: {err}; {where}", file=sys.stderr)
+        print(f"error: unexpected {type(err).__name__}: {one_line(str(err))}; {where}", file=sys.stderr)
         return EXIT_FAILURE
 
 
