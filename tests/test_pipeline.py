@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -272,3 +273,81 @@ def test_resized_crop_trains_from_larger_images_and_load_size_needs_it(synthetic
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["load_size"] == 32 and config["model"]["image_size"] == [16, 16]
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
+
+
+def test_an_output_folder_holds_one_runs_files(tiny_run, synthetic_data, tmp_path):
+    """A labelled run, then an unlabelled one into the same --out: the old
+    metrics and confusion matrix go; a second plot with fewer images leaves
+    no figure of the first."""
+    out = tmp_path / "pred"
+    test_list = synthetic_data / "testing_files.csv"
+    assert cli.main(["predict", "--run", str(tiny_run), "--list", str(test_list), "--out", str(out)]) == EXIT_OK
+    assert (out / "metrics.json").is_file() and (out / "confusion_matrix.png").is_file()
+    (out / "notes.txt").write_text("mine")
+    image = next((synthetic_data / "images").rglob("*.jpg"))
+    assert cli.main(["predict", "--run", str(tiny_run), "--images", str(image), "--out", str(out)]) == EXIT_OK
+    assert len(pd.read_csv(out / "predictions.csv")) == 1
+    assert not (out / "metrics.json").exists() and not (out / "confusion_matrix.png").exists()
+    assert (out / "notes.txt").read_text() == "mine"  # not the command's: kept
+
+    figures = tmp_path / "figures"
+    for limit in (4, 2):
+        assert cli.main(["plot", "--run", str(tiny_run), "--list", str(test_list), "--out", str(figures),
+                         "--limit", str(limit)]) == EXIT_OK
+        per_image = sorted(p.name for p in figures.glob("attention_[0-9][0-9]_*.png"))
+        assert len(per_image) == limit, per_image
+        assert len(pd.read_csv(figures / "attention_selection.csv")) == limit
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(kind, tiny_run, synthetic_data, tmp_path,
+                                                                    capsys, monkeypatch):
+    from vit_flowers import predict
+
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("a file")
+    else:
+        out.mkdir()
+        out.chmod(0o500)
+        if os.access(out, os.W_OK):  # root writes anyway: make the write check fail as it would for a user
+            import tempfile as tf_module
+
+            def refused(*args, **kwargs):
+                raise PermissionError(13, "Permission denied")
+
+            monkeypatch.setattr(tf_module, "NamedTemporaryFile", refused)
+    monkeypatch.setattr(predict, "predict_inputs", lambda *a, **k: pytest.fail("predicted before checking --out"))
+    code = cli.main(["predict", "--run", str(tiny_run), "--list", str(synthetic_data / "testing_files.csv"),
+                     "--out", str(out)])
+    assert code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"--out {out}" in err and ("is a file" if kind == "file" else "cannot write there") in err
+
+
+@pytest.mark.parametrize("command", ["predict", "train", "plot", "config"])
+def test_bad_lists_and_configs_are_refused_before_tensorflow_is_imported(command, tiny_run, tmp_path):
+    """Fail fast: what the user gave is read and checked first, so a broken
+    list or config is refused in well under 2 s, without starting TensorFlow."""
+    import textwrap
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("base_path,type_dir\nx,roses\n")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["num_heads"] = 7  # does not divide the hidden size
+    (run / "config.json").write_text(json.dumps(config))
+    argv = {"predict": ["predict", "--run", str(tiny_run), "--list", str(bad), "--out", str(tmp_path / "o")],
+            "train": ["train", "--train-list", str(bad), "--out", str(tmp_path / "r")],
+            "plot": ["plot", "--run", str(tiny_run), "--list", str(bad), "--out", str(tmp_path / "p")],
+            "config": ["predict", "--run", str(run), "--images", str(bad), "--out", str(tmp_path / "o")]}[command]
+    script = textwrap.dedent(f"""
+        import sys
+        from vit_flowers import cli
+        code = cli.main({argv!r})
+        print(code, sorted(m for m in ("tensorflow", "keras", "vit_keras") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.stdout.split("\n")[-2] == "2 []", done.stdout + done.stderr
+    assert ("bad.csv" if command != "config" else "num_heads is 7") in done.stderr
