@@ -19,7 +19,8 @@ CLASS_NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 def flower_photos() -> Path:
     """The real photos beside the project; tests using them skip when absent."""
     if not (FLOWER_PHOTOS / "daisy").is_dir():
-        pytest.skip(f"{FLOWER_PHOTOS} not present")
+        pytest.skip(f"needs the real flower photos (class folders daisy ... tulips) at {FLOWER_PHOTOS}, "
+                    f"which is absent on this machine")
     return FLOWER_PHOTOS
 
 

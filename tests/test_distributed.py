@@ -67,7 +67,7 @@ MULTIHOST_EPOCHS = 6
 @pytest.fixture(scope="module")
 def multihost_run(synthetic_data, tmp_path_factory):
     """Two processes on 127.0.0.1 trained without interruption: (run dir, worker 1's dir)."""
-    pytest.importorskip("jax")
+    pytest.importorskip("jax", reason="the multihost engine needs JAX: pip install -r requirements-jax.txt")
     root = tmp_path_factory.mktemp("multihost")
     port, run = free_port(), root / "run"
     codes, outputs = run_processes([multihost_cmd(synthetic_data, run, root, i, port, MULTIHOST_EPOCHS,

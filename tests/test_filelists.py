@@ -135,3 +135,28 @@ def test_bom_and_windows_line_endings_are_read(tmp_path):
 def test_missing_list_file(tmp_path):
     with pytest.raises(BadInputError, match="nope.csv: file list not found"):
         read_file_list(tmp_path / "nope.csv", CLASS_NAMES)
+
+
+def test_prepare_splits_several_source_folders_as_one_set(tmp_path, capsys):
+    from vit_flowers import cli
+
+    first = make_tree(tmp_path / "a", {"daisy": 10, "roses": 10})
+    second = tmp_path / "b"
+    for name, n in {"daisy": 10, "roses": 30}.items():
+        (second / name).mkdir(parents=True)
+        for i in range(n):
+            (second / name / f"more_{i}.jpg").write_bytes(b"x")
+    out = tmp_path / "lists"
+    assert cli.main(["prepare", "--source", str(first), str(second), "--out", str(out), "--test-fraction", "0.1",
+                     "--val-fraction", "0.1"]) == 0
+    parts = {name: pd.read_csv(out / f"{name}_files.csv") for name in ("training", "validation", "testing")}
+    assert {k: v.groupby("type_dir").size().to_dict() for k, v in parts.items() if k != "training"} == {
+        "validation": {"daisy": 2, "roses": 4}, "testing": {"daisy": 2, "roses": 4}}
+    everything = pd.concat(parts.values())
+    assert len(everything) == 60 and not everything.duplicated().any()
+    assert set(everything["base_path"]) == {str(first), str(second)}  # both folders reach every list
+    assert set(parts["training"]["base_path"]) == {str(first), str(second)}
+
+    assert cli.main(["prepare", "--source", str(first), str(first) + "/", "--out", str(tmp_path / "twice")]) == 2
+    assert "is found through more than one source" in capsys.readouterr().err
+    assert cli.main(["prepare", "--source", str(first), "synthetic", "--out", str(tmp_path / "mixed")]) == 2

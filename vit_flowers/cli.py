@@ -86,9 +86,10 @@ def generators() -> dict[str, Callable]:
 
 
 def add_prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default="synthetic",
+    p.add_argument("--source", nargs="+", default=["synthetic"], metavar="SOURCE",
                    help="'synthetic' (procedural flowers), 'inspection' (shapes: normal, errorA, errorB), "
-                        "'download' (the flower_photos archive) or a folder of class subfolders")
+                        "'download' (the flower_photos archive) or folders of class subfolders (several folders "
+                        "are split as one set, for example flower_photos and flower_photos_extra)")
     p.add_argument("--out", required=True, type=Path,
                    help="data dir for training_files.csv, validation_files.csv and testing_files.csv")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of each class kept for testing")
@@ -483,7 +484,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out = prepare_output_dir(args.out)
     # OUT is the run dir itself (`predict --run OUT` works), with the data and outputs inside
     run_dir, data_dir, pred_dir = out, out / "data", out / "predictions"
-    rows = source_rows("synthetic", data_dir, args.per_class, 64, 0, generators())
+    rows = source_rows(["synthetic"], data_dir, args.per_class, 64, 0, generators())
     lists = write_file_lists(rows, data_dir, 0.2, seed=0, val_fraction=0.1)
     class_names = sorted(rows["type_dir"].unique())
     run_config = RunConfig(

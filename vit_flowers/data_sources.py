@@ -6,7 +6,7 @@ inspection shapes; this module imports neither).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -38,11 +38,28 @@ def download_flower_photos(url: str = FLOWERS_URL) -> Path:
     raise BadInputError(f"{archive}: downloaded, but no flower_photos/<class>/ folders inside")
 
 
-def source_rows(source: str, out_dir: Path, per_class: int, image_size: int, seed: int,
+def source_rows(sources: str | Sequence[str], out_dir: Path, per_class: int, image_size: int, seed: int,
                 generators: Mapping[str, Generator]) -> pd.DataFrame:
-    """List rows (base_path, type_dir, file_name) for `source`: a generator's
-    name (its images are written under `out_dir/images`), 'download', or a
-    folder of class subfolders."""
+    """List rows (base_path, type_dir, file_name) for one source or several
+    split as one set: a generator's name (its images are written under
+    `out_dir/images`), 'download', or a folder of class subfolders."""
+    if isinstance(sources, str):
+        sources = [sources]
+    if len(sources) > 1 and any(s in generators or s == "download" for s in sources):
+        raise BadInputError(f"--source {' '.join(sources)}: several sources must all be folders")
+    frames = [_one_source(s, out_dir, per_class, image_size, seed, generators) for s in sources]
+    rows = pd.concat(frames, ignore_index=True)
+    files = [str((Path(b) / t / f).resolve()) for b, t, f in rows[["base_path", "type_dir", "file_name"]].itertuples(
+        index=False)]
+    twice = pd.Series(files)[pd.Series(files).duplicated()]
+    if len(twice):
+        raise BadInputError(f"--source: {twice.iloc[0]} is found through more than one source; each file must be "
+                            f"listed once, or it could land in both the training and the test list")
+    return rows
+
+
+def _one_source(source: str, out_dir: Path, per_class: int, image_size: int, seed: int,
+                generators: Mapping[str, Generator]) -> pd.DataFrame:
     if source in generators:
         return generators[source](out_dir / "images", per_class, image_size, seed)
     if source == "download":
