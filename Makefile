@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow bench bench-quick clean
+.PHONY: demo test test-slow test-install browser bench bench-quick mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,26 @@ $(VENV)/.dev-installed: $(VENV)/.run-installed requirements-dev.txt requirements
 	$(BIN)/pip install -q -r requirements-dev.txt -r requirements-jax.txt
 	touch $@
 
-demo: $(VENV)/.run-installed  ## synthetic flowers -> tiny ViT -> predictions and figures in runs/demo
+demo: $(VENV)/.run-installed  ## synthetic flowers -> tiny ViT -> predictions, figures and report pages in runs/demo
 	$(BIN)/vit-flowers demo --out runs/demo
 
-test: $(VENV)/.dev-installed  ## the test suite (fast tests; slow ones with `make test-slow`)
+# Chromium and its driver for the report page test: installed where this is Debian and we are root,
+# else the test skips and says why
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "chromium not installed: the browser test will skip"; \
+	else echo "chromium not installed (needs root and apt-get): the browser test will skip"; fi
+
+test: $(VENV)/.dev-installed browser  ## the test suite (fast tests; slow ones with `make test-slow`)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(VENV)/.dev-installed
+test-slow: $(VENV)/.dev-installed browser
 	$(BIN)/python -m pytest -q -m slow
+
+test-install: $(VENV)/.dev-installed  ## build the wheel, install it in a fresh venv, run every command from another folder
+	$(BIN)/python -m pytest -q -m slow tests/test_install.py
 
 $(VENV)/.peer-installed: $(VENV)/.dev-installed benchmarks/requirements-peer.txt
 	$(BIN)/pip install -q -r benchmarks/requirements-peer.txt || echo "PyTorch peer not installed: infer_vs_torch will be null"

@@ -185,7 +185,7 @@ def test_installed_package_is_consistent_and_found_outside_the_repository(venv, 
 
     usage = _run(venv, workdir, python, "-m", "vit_flowers", "--help").stdout
     assert "vit-flowers" in usage
-    for command in ("prepare", "train", "predict", "plot", "demo"):
+    for command in ("prepare", "train", "predict", "plot", "export", "demo"):
         assert command in usage
 
 
@@ -205,8 +205,13 @@ def test_installed_commands_run_from_another_folder(venv, workdir):
     _run(venv, workdir, cli, "predict", "--images", "data/images", "--out", "pred")
     rows = (workdir / "pred" / "predictions.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + n_images
+    assert "<!doctype html>" in (workdir / "pred" / "report.html").read_text()[:200].lower()
     _run(venv, workdir, cli, "plot", "--images", "data/images", "--out", "attention", "--limit", "2")
     assert (workdir / "attention" / "attention_grid.png").stat().st_size > 0
+    _run(venv, workdir, cli, "export", "--out", "exported", "--format", "savedmodel")
+    assert (workdir / "exported" / "saved_model" / "saved_model.pb").is_file()
+    assert (workdir / "exported" / "labels.txt").read_text().split() == [
+        "daisy", "dandelion", "roses", "sunflowers", "tulips"]
 
     # the demo's default --out is under the current folder
     _run(venv, workdir, cli, "demo", "--per-class", "10", "--epochs", "1", "--image-size", "32")

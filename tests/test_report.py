@@ -27,12 +27,14 @@ from vit_flowers.report import AttentionImages, AttentionSet, display_name, writ
 from vit_flowers.report_attention import (attention_budget, attention_note, attention_order, parse_attention_option,
                                           select_for_attention)
 
-from conftest import CLASS_NAMES
+from conftest import CLASS_NAMES, REPO
 
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
 LATIN1_NAME = os.fsdecode(b"caf\xe9.jpg")  # not UTF-8: Python holds the byte as a surrogate escape
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+# the screenshots the browser test takes are kept here (runs/ is ignored by git)
+ARTIFACTS = Path(os.environ.get("VIT_FLOWERS_TEST_ARTIFACTS", REPO / "runs" / "test-artifacts"))
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--window-size=1280,1400"]
@@ -362,7 +364,8 @@ def test_page_in_a_real_browser(browser, predicted_page, tmp_path):
     assert browser.execute_script("return arguments[0].naturalWidth", overlay) == report.LARGE_SIZE
     assert browser.find_element(By.ID, "v-class").is_displayed()
     assert not browser.find_element(By.ID, "v-none").is_displayed()
-    browser.save_screenshot(str(tmp_path / "report_viewer.png"))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "report_viewer.png"))
     browser.find_element(By.ID, "v-close").click()
     without = next(i for i in range(len(table)) if i not in with_attention)
     browser.find_element(By.CSS_SELECTOR, f'#cards .card[data-i="{without}"]').click()
@@ -388,7 +391,7 @@ def test_page_in_a_real_browser(browser, predicted_page, tmp_path):
     assert sources and all(s.startswith("data:") for s in sources)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors  # a blocked script or a refused request would be logged here
-    shot = tmp_path / "report.png"
+    shot = ARTIFACTS / "report.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
 

@@ -212,9 +212,11 @@ def plot_comparison(
     stop_layer: Optional[int] = None,
     head_layer: int = -1,
     progress: bool = True,
+    report: bool = True,
 ) -> list[Path]:
     """Write the attention figures of the images `inputs` (rows file, true)
-    for one or two run dirs; returns the files written."""
+    for one or two run dirs, and with `report` the page `report.html` (each
+    image across the runs, side by side); returns the files written."""
     from . import atomic, plots
     from .attention import vit_keras_attention_map
     from .images import SKIPPED_COLUMNS, write_skipped
@@ -276,5 +278,9 @@ def plot_comparison(
         selection[f"confidence{suffix}"] = view.confidence
     selection["figure"] = figure_names
     written.append(atomic.write_csv(out_dir / SELECTION_FILE, selection))
+    if report:
+        from .report import write_comparison_report
+
+        written.append(write_comparison_report(out_dir, files, true, display, views, skipped))
     remove_stale(out_dir, written, OWNED_OUTPUTS)
     return written

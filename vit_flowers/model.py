@@ -24,10 +24,12 @@ from typing import Optional, Sequence
 
 from .config import STEMS, ModelConfig, RunConfig, check_model_config, replace_checked
 from .errors import ConfigError, WeightsUnavailableError
+from .resources import default_model_dir
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "flowers-vit-small"
+# the shipped model, wherever the package is installed (see `resources`)
+DEFAULT_MODEL_DIR = default_model_dir()
 PRETRAINED_WEIGHTS = ("imagenet21k+imagenet2012", "imagenet21k")
 PRETRAINED_URL = "https://github.com/faustomorales/vit-keras/releases/download/dl/ViT-{size}_{weights}.npz"
 

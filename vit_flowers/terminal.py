@@ -25,6 +25,7 @@ ABSL_LINE = re.compile(rb"^[IWE]\d{4} [\d:.]+\s+\d+ [^\]\s]+:\d+\] ")
 NOISE = (
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     b"To enable the following instructions:",  # the second line of cpu_feature_guard's note
+    b"INFO: Created TensorFlow Lite XNNPACK delegate",  # the TFLite interpreter, at its first call
 )
 
 _installed: Optional["_Filter"] = None
