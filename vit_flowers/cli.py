@@ -128,13 +128,24 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "warmup_epochs": ("train", "warmup_epochs"), "label_smoothing": ("train", "label_smoothing"),
     "augment": ("train", "augment"), "load_size": ("train", "load_size"), "mixup": ("train", "mixup_alpha"),
     "patience": ("train", "patience"), "seed": ("train", "seed"), "mixed_precision": ("train", "mixed_precision"),
-    "scale_lr": ("train", "scale_lr"),
+    "scale_lr": ("train", "scale_lr"), "cutmix": ("train", "cutmix"), "ema": ("train", "ema_momentum"),
 }
+RUN_OPTIONS.update({"head_bn_momentum": ("model", "head_bn_momentum"), "head_gelu": ("model", "head_gelu")})
 PRETRAINED_BY_DEFAULT = "imagenet21k+imagenet2012"
+# --preset post: the source post's run (vit_b16 at 224 with ImageNet-21k+2012 weights, its head with Keras'
+# BatchNormalization default momentum and tensorflow-addons' tanh-approximated gelu, Adam 1e-4, categorical
+# cross-entropy, ReduceLROnPlateau, its ImageDataGenerator's flips, rotations and zooms, seed 123, the model
+# summary); every option given on the command line still wins
+PRESETS: dict[str, dict[str, Any]] = {
+    "post": {"model": "b16", "image_size": [224], "weights": PRETRAINED_BY_DEFAULT, "head_bn_momentum": 0.99,
+             "head_gelu": "tanh", "optimizer": "adam", "learning_rate": 1e-4, "lr_schedule": "plateau",
+             "label_smoothing": 0.0, "augment": "basic", "seed": 123, "summary": True},
+}
+PRESET_ALIASES = {"seed": "post"}  # the package's first name for the post's things
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from .config import AUGMENTATION_ALIASES, AUGMENTATIONS, LR_SCHEDULES, OPTIMIZERS, STEMS, STRATEGIES
+    from .config import AUGMENTATION_ALIASES, AUGMENTATIONS, HEAD_GELUS, LR_SCHEDULES, OPTIMIZERS, STEMS, STRATEGIES
     from .model import ARCHITECTURES
 
     g = p.add_argument_group("data")
@@ -160,6 +171,17 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stem", choices=STEMS, default=None,
                    help="patch (default): vit_keras' patch embedding; conv: 3x3 stride-2 convolutions to the same "
                         "token grid (patch size a power of two; helps from-scratch training on small data sets)")
+    g.add_argument("--head-bn-momentum", type=float, default=None,
+                   help="momentum of the head's two BatchNormalization layers (default 0.9: Keras' 0.99 needs "
+                        "hundreds of steps to forget its initial statistics; the post used 0.99)")
+    g.add_argument("--head-gelu", choices=HEAD_GELUS, default=None,
+                   help="the head's gelu: exact (Keras' own, default) or tanh (the approximation that "
+                        "tensorflow-addons' gelu, which the post used, computes by default)")
+    g.add_argument("--preset", choices=sorted(PRESETS) + sorted(PRESET_ALIASES), default=None,
+                   help="post: the source post's run exactly (b16 at 224 with imagenet21k+imagenet2012 weights, "
+                        "its head with BatchNormalization momentum 0.99 and tanh gelu, Adam 1e-4, categorical "
+                        "cross-entropy, ReduceLROnPlateau, flips/rotations/zooms, seed 123, the model summary); "
+                        "any option given as well overrides it ('seed' is an old name)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive_int, default=10, help="maximum number of epochs")
     g.add_argument("--batch-size", type=positive_int, default=32, help="images per batch on each replica")
@@ -179,6 +201,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="decode training images this high (0: the model's input) so that --augment "
                         "resized-crop cuts detailed crops from them; for example 96 for a 64 px model")
     g.add_argument("--mixup", type=float, default=0.0, help="MixUp Beta alpha (0 disables)")
+    g.add_argument("--cutmix", type=float, default=0.0, metavar="SHARE",
+                   help="CutMix: the share of training examples (0-1) that get a box of another example pasted "
+                        "in, of a uniform share of the area, the labels mixed by area (0 disables; not with --mixup)")
+    g.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
+                   help="keep a moving average of the weights with this momentum per step (for example 0.999); "
+                        "validation, the best epoch and the saved weights use the average (0: the raw weights)")
     g.add_argument("--patience", type=int, default=5, help="epochs without improvement before early stopping")
     g.add_argument("--seed", type=int, default=123, help="random seed (the post's 123)")
     g.add_argument("--no-deterministic", action="store_true",
@@ -189,6 +217,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="continue the run in --out from its last finished epoch (with a larger --epochs, train "
                         "a finished run on); options that define the run must match its config.json")
     g.add_argument("--overwrite", action="store_true", help="start again in a run dir that holds a run")
+    g.add_argument("--no-report", action="store_true",
+                   help="do not write the run dir's report.html (curves, config, best epoch, validation predictions)")
+    g.add_argument("--summary", action="store_true", help="print the model's summary (model.summary()) before training")
     g.add_argument("--strict", action="store_true",
                    help="exit 2 naming the first unreadable image instead of skipping it")
     g.add_argument("--stream", action="store_true",
@@ -284,7 +315,8 @@ def build_run_config(args: argparse.Namespace):
     if args.train_list is None:
         raise BadInputError("--train-list is required (or --resume in a run dir that holds a run)")
     overrides = {k: getattr(args, k) for k in ("patch_size", "hidden_size", "num_layers", "num_heads",
-                                                "mlp_dim", "dropout", "stem") if getattr(args, k) is not None}
+                                                "mlp_dim", "dropout", "stem", "head_bn_momentum", "head_gelu")
+                 if getattr(args, k) is not None}
     size = option_value("image_size", args) if args.image_size else None
     weights = resolve_weights(args.weights, args.model)
     mcfg = model_config(args.model, _class_names(args.class_names, args.train_list), size, weights, **overrides)
@@ -295,6 +327,7 @@ def build_run_config(args: argparse.Namespace):
         augment=option_value("augment", args), load_size=args.load_size, mixup_alpha=args.mixup,
         patience=args.patience, seed=args.seed, strategy=args.strategy, mixed_precision=args.mixed_precision,
         scale_lr=args.scale_lr, train_list=option_value("train_list", args), val_list=option_value("val_list", args),
+        cutmix=args.cutmix, ema_momentum=args.ema,
     ), "train options")
     return RunConfig(model=mcfg, train=tcfg)
 
@@ -313,6 +346,17 @@ def check_resume_options(saved, args: argparse.Namespace, given: set[str], confi
                 f"{option} {value} contradicts the run being resumed ({config_path} has {section}.{name} = "
                 f"{saved_value!r}); leave {option} out to resume, or start a new run with --overwrite"
             )
+
+
+def apply_preset(args: argparse.Namespace) -> None:
+    """Fill the options a --preset sets and the user did not give; they then
+    count as given (on --resume they must agree with the saved run)."""
+    if args.preset is None:
+        return
+    for dest, value in PRESETS[PRESET_ALIASES.get(args.preset, args.preset)].items():
+        if dest not in args.given:
+            setattr(args, dest, value)
+            args.given.add(dest)
 
 
 def worker_dir(args: argparse.Namespace) -> Path:
@@ -354,6 +398,7 @@ def train_config_for(args: argparse.Namespace, out: Path):
 def run_train(args: argparse.Namespace) -> int:
     from .train import TrainOptions
 
+    apply_preset(args)
     chief = not args.process_id
     out = args.out if chief else worker_dir(args)
     run_config = train_config_for(args, out)
@@ -369,7 +414,7 @@ def run_train(args: argparse.Namespace) -> int:
                              args.process_id)
     run_config.train.strategy = env.name
     options = TrainOptions(resume=args.resume, overwrite=args.overwrite, strict=args.strict, stream=args.stream,
-                           deterministic=not args.no_deterministic,
+                           deterministic=not args.no_deterministic, summary=args.summary,
                            verbose=2 if not sys.stdout.isatty() else "auto")
     result = train_run(run_config, out, options, env)
     where = "run" if env.is_chief else "worker"
@@ -380,6 +425,12 @@ def run_train(args: argparse.Namespace) -> int:
         return EXIT_OK
     stop = ", stopped early" if result.stopped_early else ""
     print(f"{where} dir: {out} (best epoch {result.best_epoch + 1}, {len(result.history)} epochs logged{stop})")
+    if env.is_chief and not args.no_report:
+        from .pages import training_page
+
+        page = training_page(out, result.model, run_config, result.history, result.best_epoch, result.skipped,
+                             run_config.train.batch_size)
+        print(f"report: {page}")
     return EXIT_OK
 
 
@@ -392,6 +443,21 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mirror-tta", action="store_true",
                    help="average each image's probabilities with its left-right mirror image's "
                         "(test-time augmentation; twice the model time)")
+    add_report_args(p)
+
+
+def add_report_args(p: argparse.ArgumentParser) -> None:
+    """The options of predict's report.html."""
+    from .report_attention import AUTO, OPTION_HELP, parse_attention_option
+
+    g = p.add_argument_group("report page")
+    g.add_argument("--no-report", action="store_true",
+                   help="do not write report.html (one self-contained page: every prediction, filters, attention)")
+    g.add_argument("--report-attention", type=parse_attention_option, default=AUTO, metavar="auto|all|none|N",
+                   help=OPTION_HELP)
+    g.add_argument("--report-class-maps", action="store_true",
+                   help="also a class-specific (gradient-weighted) map for the predictions with attention "
+                        "(about 4 times the cost of the rollout)")
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -412,6 +478,12 @@ def run_predict(args: argparse.Namespace) -> int:
     print(f"{len(result.table)} predicted, {len(result.skipped)} skipped -> {out}")
     if len(result.skipped):
         print(f"skipped files and reasons: {out / 'skipped_files.csv'}")
+    if not args.no_report:
+        from .pages import prediction_page
+
+        page = prediction_page(model, result, run_config.model.class_names, out, run_dir, args.report_attention,
+                               args.report_class_maps, args.batch_size)
+        print(f"report: {page} (open it in a browser)")
     print(metrics_summary(result.metrics))
     return EXIT_OK
 
@@ -442,6 +514,8 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
                    help=f"add a class-specific (gradient-weighted) map of the first run for class NAME, or "
                         f"'{PREDICTED}' for each image's predicted class")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per model call")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html (each image across the runs side by side, in a browser)")
 
 
 def run_plot(args: argparse.Namespace) -> int:
@@ -458,9 +532,98 @@ def run_plot(args: argparse.Namespace) -> int:
         runs, out, inputs=inputs, limit=args.limit, only=args.only, head_fusion=args.head_fusion,
         discard_ratio=args.discard_ratio, class_name=args.class_name, batch_size=args.batch_size,
         normalize=args.normalize, start_layer=args.start_layer, stop_layer=args.stop_layer,
-        head_layer=args.head_layer,
+        head_layer=args.head_layer, report=not args.no_report,
     )
     print(f"{len(written)} files -> {out}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- import-weights
+def add_import_args(p: argparse.ArgumentParser) -> None:
+    """Options of `vit-flowers import-weights`."""
+    from .config import DEFAULT_CLASS_NAMES
+    from .model import ARCHITECTURES
+
+    p.add_argument("weights", type=Path, metavar="POST.h5",
+                   help="legacy Keras HDF5 weights of the post's Sequential model (model.save_weights('x.h5') "
+                        "with vit-keras 0.1 on tf.keras)")
+    p.add_argument("--out", type=Path, required=True, help="run dir to write (config.json + model.weights.h5)")
+    p.add_argument("--class-names", default=",".join(DEFAULT_CLASS_NAMES),
+                   help="comma-separated class names in the order of the model's outputs")
+    p.add_argument("--model", default="b16", choices=sorted(ARCHITECTURES),
+                   help="the architecture the file was trained with (the post: b16)")
+    p.add_argument("--image-size", type=positive_int, nargs="+", metavar="PX",
+                   help="the input size it was trained at (default: the architecture's, 224 for b16)")
+    for name in ("patch-size", "hidden-size", "num-layers", "num-heads", "mlp-dim"):
+        p.add_argument(f"--{name}", type=positive_int, help=f"override the architecture's {name.replace('-', ' ')}")
+    p.add_argument("--overwrite", action="store_true", help="replace a run dir that holds a model")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from .config import RunConfig, TrainConfig
+    from .legacy_weights import legacy_class_count
+    from .model import CONFIG_FILE, model_config
+    from .outputs import prepare_output_dir
+
+    if not args.weights.is_file():
+        raise BadInputError(f"{args.weights}: no such file")
+    names = [c.strip() for c in args.class_names.split(",") if c.strip()]
+    classes = legacy_class_count(args.weights)
+    if classes != len(names):
+        raise BadInputError(f"{args.weights} predicts {classes} classes, --class-names names {len(names)} "
+                            f"({', '.join(names)}); give its class names in output order")
+    size = None if not args.image_size else (args.image_size * 2)[:2]
+    overrides = {k: getattr(args, k) for k in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
+                 if getattr(args, k) is not None}
+    # the post's head: Keras' default BatchNormalization momentum and tensorflow-addons' (tanh) gelu
+    mcfg = model_config(args.model, names, size, "none", head_bn_momentum=0.99, head_gelu="tanh", **overrides)
+    if (args.out / CONFIG_FILE).exists() and not args.overwrite:
+        raise BadInputError(f"{args.out} already holds a model ({CONFIG_FILE}); pass --overwrite to replace it")
+    out = prepare_output_dir(args.out)
+
+    from .legacy_weights import import_weights  # TensorFlow starts here
+    from .model import build_classifier, save_run
+
+    model = build_classifier(mcfg, load_pretrained=False)
+    import_weights(model, args.weights, args.model)
+    save_run(model, RunConfig(model=mcfg, train=TrainConfig(optimizer="adam", learning_rate=1e-4, seed=123)), out)
+    print(f"run dir: {out} ({args.weights} as model {args.model!r}, {mcfg.image_size[0]}x{mcfg.image_size[1]}, "
+          f"classes {', '.join(names)})")
+    print(f"predict with: vit-flowers predict --run {out} --images PHOTOS --out OUT")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- export
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    """Options of `vit-flowers export`."""
+    from .export import FORMATS
+    from .model import DEFAULT_MODEL_DIR
+
+    p.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
+                   help=f"run dir to export (default: the shipped model {DEFAULT_MODEL_DIR})")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for saved_model/, model.tflite, model_int8.tflite, model.onnx, labels.txt, README.md")
+    p.add_argument("--format", default=",".join(FORMATS),
+                   help="comma-separated formats: savedmodel (TensorFlow Serving: image bytes in, probabilities "
+                        "and label out), tflite (float32 and int8 weights), onnx (ONNX Runtime)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip checking every export against the package on random images")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import parse_formats
+    from .model import check_run_files, resolve_run
+    from .outputs import prepare_output_dir
+
+    run_dir = resolve_run(args.run)
+    check_run_files(run_dir)
+    formats = parse_formats(args.format)
+    out = prepare_output_dir(args.out)
+
+    from .export import export_run  # TensorFlow starts here
+
+    export_run(run_dir, out, formats, check=not args.no_check, log=print)
+    print(f"exported {run_dir} as {', '.join(formats)} -> {out} (what each file takes and gives: {out / 'README.md'})")
     return EXIT_OK
 
 
@@ -500,13 +663,18 @@ def run_demo(args: argparse.Namespace) -> int:
     from .predict import collect_list, metrics_summary, predict_inputs, write_outputs
     from .train import TrainOptions, train_run
 
-    train_run(run_config, run_dir, TrainOptions(overwrite=True, verbose=2))
+    from .pages import prediction_page, training_page
+
+    trained = train_run(run_config, run_dir, TrainOptions(overwrite=True, verbose=2))
     model, run_config = load_run(run_dir)
+    training_page(run_dir, model, run_config, trained.history, trained.best_epoch, trained.skipped)
     result = predict_inputs(model, run_config, collect_list(lists["test"], class_names))
     write_outputs(result, class_names, pred_dir)
+    page = prediction_page(model, result, class_names, pred_dir, run_dir, attention="all")
     plot_comparison([run_dir], out / "attention", inputs=collect_list(lists["test"], class_names), limit=16)
     print(f"figures: {pred_dir / 'prediction_grid.png'}, {pred_dir / 'confusion_matrix.png'}, "
           f"{run_dir / 'training_curves.png'}")
+    print(f"report pages: {page}, {run_dir / 'report.html'} (open them in a browser)")
     print(metrics_summary(result.metrics))
     return EXIT_OK
 
@@ -517,8 +685,39 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a ViT with the post's head into a run dir", add_train_args, run_train),
     "predict": ("predict images with a run dir; tables, metrics, figures", add_predict_args, run_predict),
     "plot": ("attention comparison figures for one or two run dirs", add_plot_args, run_plot),
+    "import-weights": ("turn the post's saved Keras 2 weights (test_model.h5) into a run dir", add_import_args,
+                       run_import),
+    "export": ("export a run dir's model to run without this package: SavedModel, TFLite, ONNX", add_export_args,
+               run_export),
     "demo": ("offline demo: synthetic flowers, tiny ViT, predictions, figures", add_demo_args, run_demo),
 }
+
+
+class VersionAction(argparse.Action):
+    """--version: the versions on one line (argparse's own action wraps it)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(versions())
+        parser.exit()
+
+
+def versions() -> str:
+    """The package's version and those of the stack it runs on, read from the
+    installed metadata (nothing is imported)."""
+    from importlib import metadata
+
+    from . import __version__
+
+    parts = [f"vit-flowers {__version__}"]
+    for dist in ("tensorflow", "keras", "vit-keras"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    return ", ".join(parts) + f" (Python {sys.version.split()[0]})"
 
 
 def command_parser(command: str, prog: str | None = None) -> argparse.ArgumentParser:
@@ -534,6 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The `vit-flowers` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vit-flowers", description=f"Fine-tune and explain ViTs. {EXIT_CODES_HELP}.",
                                      formatter_class=_formatter)
+    parser.add_argument("--version", action=VersionAction,
+                        help="print the versions of vit-flowers, TensorFlow, Keras and vit-keras and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (text, add, _) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=f"{text}. {EXIT_CODES_HELP}.", formatter_class=_formatter)

@@ -35,6 +35,7 @@ class TrainOptions:
     stream: bool = False  # decode batch by batch instead of loading the lists first
     deterministic: bool = True
     verbose: int | str = "auto"
+    summary: bool = False  # print model.summary() before training, as the source post does
 
 
 @dataclass
@@ -80,9 +81,11 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
             warmup_target=cfg.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
+    # ema_momentum: the optimizer also keeps a moving average of the weights (`callbacks.ema_callbacks`)
+    ema = dict(use_ema=True, ema_momentum=cfg.ema_momentum) if cfg.ema_momentum > 0 else {}
     if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=cfg.weight_decay)
-    return keras.optimizers.Adam(learning_rate=rate)
+        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=cfg.weight_decay, **ema)
+    return keras.optimizers.Adam(learning_rate=rate, **ema)
 
 
 def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
@@ -131,7 +134,7 @@ def array_datasets(run_config: RunConfig, global_batch: int, start_epoch: int, e
         raise BadInputError(f"{cfg.train_list}: {len(x_train)} images, fewer than one batch of {global_batch}")
     train_ds = array_dataset(x_train, y_train, mcfg.num_classes, global_batch, training=True,
                              augment=cfg.augment, mixup_alpha=cfg.mixup_alpha, seed=cfg.seed,
-                             start_epoch=start_epoch, output_size=size)
+                             start_epoch=start_epoch, output_size=size, cutmix=cfg.cutmix)
     val_ds = None
     if cfg.val_list:
         x_val, y_val, skipped_val = load_list(cfg.val_list, mcfg.class_names, size, progress=progress)
@@ -148,8 +151,8 @@ def stream_datasets(run_config: RunConfig, global_batch: int):
 
     cfg, mcfg = run_config.train, run_config.model
     size = (mcfg.image_size[0], mcfg.image_size[1])
-    if cfg.mixup_alpha > 0:
-        raise BadInputError("--mixup works on loaded images; it cannot be combined with --stream")
+    if cfg.mixup_alpha > 0 or cfg.cutmix > 0:
+        raise BadInputError("--mixup and --cutmix work on loaded images; they cannot be combined with --stream")
     train = read_file_list(cfg.train_list, mcfg.class_names)
     require_classes(train, mcfg.class_names, cfg.train_list)
     if len(train) < global_batch:
@@ -179,6 +182,8 @@ def restore_state(model, run_dir: Path, state: RunState, scope) -> Optional[list
     try:
         if state.latest.best_weights:
             model.load_weights(str(folder / state.latest.best_weights))
+            if model.optimizer.use_ema:  # early stopping kept the moving average of that epoch
+                model.optimizer.finalize_variable_values(model.trainable_variables)
             best = model.get_weights()
         model.load_weights(str(folder / state.latest.weights))
         with scope:
@@ -264,6 +269,8 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
         if cfg.scale_lr and replicas > 1:
             train_cfg = replace(cfg, learning_rate=cfg.learning_rate * replicas)
         compile_model(model, train_cfg, steps)
+    if options.summary and env.is_chief:
+        model.summary()
     best_weights = restore_state(model, run_dir, state, scope) if state is not None else None
     trim_history(run_dir, start_epoch)
     if state is not None and options.verbose:
