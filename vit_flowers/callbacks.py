@@ -148,10 +148,59 @@ def learning_rate_logger():
     return LearningRateLogger()
 
 
+def ema_callbacks() -> tuple:
+    """Two callbacks that show the optimizer's moving average of the weights
+    (Keras' `use_ema`) to validation and to early stopping, and the raw
+    weights to training and to the backup.
+
+    Keras' fit evaluates and picks the best epoch with the raw weights, and
+    swaps the average in only when training ends, where EarlyStopping's
+    `restore_best_weights` then overwrites it with the raw weights of the best
+    epoch. Here the average is swapped in for each validation pass and for
+    the callbacks between the two (EarlyStopping, ReduceLROnPlateau), so the
+    logged validation figures, the best epoch and the weights a run keeps are
+    the average's. The backup still holds the raw weights and, in the
+    optimizer's variables, the average: a resumed run goes on as one never
+    stopped (`train.restore_state` swaps the average into the best epoch's).
+    """
+    import keras
+
+    raw: list = []
+
+    def swap_in(model) -> None:
+        if not raw:
+            raw.extend(keras.ops.convert_to_numpy(v) for v in model.trainable_variables)
+            model.optimizer.finalize_variable_values(model.trainable_variables)
+
+    def swap_out(model) -> None:
+        for variable, value in zip(model.trainable_variables, raw, strict=True):
+            variable.assign(value)
+        raw.clear()
+
+    class AverageIn(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            swap_in(self.model)
+
+        def on_test_end(self, logs=None):
+            if raw:
+                swap_out(self.model)
+
+        def on_epoch_end(self, epoch, logs=None):
+            swap_in(self.model)
+
+    class AverageOut(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if raw:
+                swap_out(self.model)
+
+    return AverageIn(), AverageOut()
+
+
 def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, keep_previous: bool = False,
                    resumed: Optional[RunState] = None, best_weights: Optional[list] = None) -> list:
     """The run's callbacks, in the order they must run at each epoch end:
-    the rate logger, EarlyStopping and ReduceLROnPlateau (their decisions),
+    the rate logger, EarlyStopping and ReduceLROnPlateau (their decisions; with
+    `ema_momentum`, between the two callbacks that swap the average in and out),
     CSVLogger (history.csv), then the backup that commits the epoch. A kill
     between the log and the backup repeats no epoch: a resumed run cuts the
     history back to the committed state."""
@@ -164,9 +213,15 @@ def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, keep_previous
     if cfg.lr_schedule == "plateau":
         plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, cfg.patience // 2),
                                                     min_lr=1e-7)
-    callbacks = [learning_rate_logger(), early_stopping]
+    average_in, average_out = ema_callbacks() if cfg.ema_momentum > 0 else (None, None)
+    callbacks = [learning_rate_logger()]
+    if average_in is not None:
+        callbacks.append(average_in)
+    callbacks.append(early_stopping)
     if plateau is not None:
         callbacks.append(plateau)
+    if average_out is not None:
+        callbacks.append(average_out)
     callbacks += [
         keras.callbacks.CSVLogger(str(Path(run_dir) / HISTORY_FILE), append=True),
         make_backup(run_dir, early_stopping, plateau, keep_previous, resumed, best_weights),

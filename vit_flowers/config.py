@@ -84,6 +84,12 @@ class TrainConfig:
     # cuts crops of the model's input from them; 0: the model's input size
     load_size: int = 0
     mixup_alpha: float = 0.0
+    # CutMix: the share of examples that get a box pasted from another example
+    # (the labels mixed by area); 0: none
+    cutmix: float = 0.0
+    # momentum of the moving average of the weights (Keras' optimizer EMA) that
+    # validation sees and the run keeps; 0: the raw weights
+    ema_momentum: float = 0.0
     patience: int = 5
     seed: int = 123
     strategy: str = "default"
@@ -215,6 +221,10 @@ def check_train_config(cfg: TrainConfig, where: str = "train") -> TrainConfig:
     _in_range(f"{where}.learning_rate", cfg.learning_rate, 1e-12, 10.0)
     _in_range(f"{where}.warmup_epochs", cfg.warmup_epochs, 0.0, cfg.epochs, " (the number of epochs)")
     _below_one(f"{where}.label_smoothing", cfg.label_smoothing, "label smoothing")
+    _in_range(f"{where}.cutmix", cfg.cutmix, 0.0, 1.0, " (the share of examples cut and mixed)")
+    if cfg.cutmix > 0 and cfg.mixup_alpha > 0:
+        raise ConfigError(f"{where}: cutmix {cfg.cutmix} and mixup_alpha {cfg.mixup_alpha}: choose one of the two")
+    _below_one(f"{where}.ema_momentum", cfg.ema_momentum, "an EMA momentum")
     _choice(f"{where}.optimizer", cfg.optimizer, OPTIMIZERS)
     _choice(f"{where}.lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     _choice(f"{where}.augment", cfg.augment, AUGMENTATIONS)

@@ -3,8 +3,8 @@
 Images travel as uint8 until the last step, where `vit.preprocess_inputs`
 scales them to [-1, 1]. Training examples are augmented by `augment` (pure
 functions of the image and a seed taken from the example's place in the
-stream, so a resumed run and every engine see the same draws); MixUp mixes
-pairs of examples.
+stream, so a resumed run and every engine see the same draws); MixUp and
+CutMix mix pairs of examples.
 """
 
 from __future__ import annotations
@@ -51,6 +51,31 @@ def mixup_pair(a, b, alpha: float, seed):
     g2 = tf.random.stateless_gamma([], seed=tf.stack([seed, 2]), alpha=alpha)
     lam = g1 / (g1 + g2)
     return xa * lam + xb * (1 - lam), ya * lam + yb * (1 - lam)
+
+
+def cutmix_pair(a, b, share: float, seed):
+    """CutMix of two examples (image, one-hot label): with chance `share`, a
+    box of a uniform share of the area, centred anywhere (clipped at the
+    borders), is cut from b and pasted into a; the labels are mixed by the
+    area each image keeps. Otherwise a is returned as it is."""
+    import tensorflow as tf
+
+    (xa, ya), (xb, yb) = a, b
+    height, width = xa.shape[0], xa.shape[1]
+    u = tf.random.stateless_uniform([4], seed=tf.stack([tf.cast(seed, tf.int32), 3]))
+    side = tf.sqrt(u[1])  # the box's sides, as shares of the image's: its area is uniform in 0..1
+    half_h = tf.cast(tf.round(side * height / 2), tf.int32)
+    half_w = tf.cast(tf.round(side * width / 2), tf.int32)
+    cy = tf.cast(u[2] * height, tf.int32)
+    cx = tf.cast(u[3] * width, tf.int32)
+    y0, y1 = tf.maximum(cy - half_h, 0), tf.minimum(cy + half_h, height)
+    x0, x1 = tf.maximum(cx - half_w, 0), tf.minimum(cx + half_w, width)
+    rows = tf.range(height)[:, None]
+    cols = tf.range(width)[None, :]
+    inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1) & (u[0] < share)
+    mask = tf.cast(inside, xa.dtype)[:, :, None]
+    kept = 1.0 - tf.reduce_mean(mask)  # the share of a left
+    return xa * (1 - mask) + xb * mask, ya * kept + yb * (1 - kept)
 
 
 def epoch_orders(num_examples: int, per_epoch: int, seed: int, start_epoch: int = 0):
@@ -103,13 +128,15 @@ def array_dataset(
     drop_remainder: bool = False,
     start_epoch: int = 0,
     output_size: tuple[int, int] | None = None,
+    cutmix: float = 0.0,
 ):
     """Batches of (preprocessed images, one-hot labels) from a uint8 array.
 
     For evaluation: one pass in order. For training: an endless stream of
     `len(images) // batch_size` full batches per epoch (fit it with
     `steps_per_epoch`), in a fresh seeded order every epoch, augmented;
-    MixUp pairs each example with one from a second order. `output_size`
+    MixUp (or CutMix, on a `cutmix` share of the examples) pairs each example
+    with one from a second order. `output_size`
     (training with `resized-crop`) is the model's input when the images are
     kept larger; by default the images' own size. Every step works
     on single examples and batching comes last, so that Keras' distribution
@@ -133,12 +160,16 @@ def array_dataset(
     size = check_output_size(images.shape[1:3], output_size, augment)
     per_epoch = (len(images) // batch_size) * batch_size
     ds = _training_examples(images, onehot, per_epoch, augment, seed, start_epoch, size)
-    if mixup_alpha > 0:
+    if mixup_alpha > 0 and cutmix > 0:
+        raise ValueError("MixUp or CutMix, not both")
+    if mixup_alpha > 0 or cutmix > 0:
         partners = _training_examples(images, onehot, per_epoch, augment, seed + 7919, start_epoch, size)
         counter = tf.data.Dataset.counter(start=(seed * 1_000_003 + start_epoch * per_epoch))
-        ds = tf.data.Dataset.zip((ds, partners, counter)).map(
-            lambda a, b, step: mixup_pair(a, b, mixup_alpha, step), num_parallel_calls=tf.data.AUTOTUNE
-        )
+
+        def pair(a, b, step):
+            return mixup_pair(a, b, mixup_alpha, step) if mixup_alpha > 0 else cutmix_pair(a, b, cutmix, step)
+
+        ds = tf.data.Dataset.zip((ds, partners, counter)).map(pair, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
