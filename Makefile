@@ -49,5 +49,8 @@ bench-quick: $(VENV)/.peer-installed  ## benchmarks, small sizes (about 10 min o
 bench: $(VENV)/.peer-installed  ## benchmarks, full sizes
 	$(BIN)/python benchmarks/run_all.py
 
+mutation: $(VENV)/.dev-installed  ## mutation score of the core modules (hours): mutation/scores.json, survivors
+	$(BIN)/python tools/mutation.py $(if $(MODULES),--modules $(MODULES))
+
 clean:
 	rm -rf runs .pytest_cache

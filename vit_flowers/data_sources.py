@@ -5,6 +5,7 @@ inspection shapes; this module imports neither).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -49,8 +50,9 @@ def source_rows(sources: str | Sequence[str], out_dir: Path, per_class: int, ima
         raise BadInputError(f"--source {' '.join(sources)}: several sources must all be folders")
     frames = [_one_source(s, out_dir, per_class, image_size, seed, generators) for s in sources]
     rows = pd.concat(frames, ignore_index=True)
-    files = [str((Path(b) / t / f).resolve()) for b, t, f in rows[["base_path", "type_dir", "file_name"]].itertuples(
-        index=False)]
+    # realpath, not Path.resolve: a symbolic link loop among the files must not raise here (it is skipped later)
+    files = [os.path.realpath(os.path.join(b, t, f))
+             for b, t, f in rows[["base_path", "type_dir", "file_name"]].itertuples(index=False)]
     twice = pd.Series(files)[pd.Series(files).duplicated()]
     if len(twice):
         raise BadInputError(f"--source: {twice.iloc[0]} is found through more than one source; each file must be "

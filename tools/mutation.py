@@ -1,0 +1,128 @@
+"""Mutation testing of the core modules with mutmut: `make mutation`.
+
+For each module, mutmut mutates that module alone and runs the tests that
+exercise it (a selection per module, below, so that a run finishes in hours,
+not days: mutmut then runs, for each mutant, only the selected tests that
+reach the mutated function). Every run works in a copy of the repository
+under --work, so nothing is written into the checkout but the report.
+
+Writes `mutation/scores.json` (killed, survived, ... per module, and the
+score: killed / (mutants that some test reached)) and `mutation/survivors.txt`
+(every surviving mutant's diff, to read: a survivor is a missing assertion
+or an equivalent mutant).
+
+    python tools/mutation.py                      # every module
+    python tools/mutation.py --modules filelists images
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# module -> the tests that exercise it (pytest arguments); in-process tests only, because a test that runs
+# the scripts in a subprocess imports the package from outside mutmut's copy and never sees the mutant
+TESTS: dict[str, list[str]] = {
+    "filelists": ["tests/test_filelists.py", "tests/test_labels.py"],
+    "images": ["tests/test_images.py", "tests/test_decoders.py"],
+    "datasets": ["tests/test_datasets.py", "tests/test_augment.py"],
+    "model": ["tests/test_model.py"],
+    "predict": ["tests/test_metrics.py", "tests/test_figures.py", "tests/test_pipeline.py"],
+    "attention": ["tests/test_attention.py"],
+    "train": ["tests/test_model.py", "tests/test_preset.py", "tests/test_reliability.py",
+              "-k", "not sigkill and not ctrl_c and not finished and not contradicts and not short_post"],
+    "plots": ["tests/test_figures.py"],
+}
+STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "segfault", "not checked")
+
+
+def mutmut_config(module: str) -> str:
+    tests = json.dumps(TESTS[module])
+    return (f'\n[tool.mutmut]\nsource_paths = ["vit_flowers"]\nonly_mutate = ["vit_flowers/{module}.py"]\n'
+            f'process_isolation = "forkserver"\npytest_add_cli_args_test_selection = {tests}\n'
+            f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n')
+
+
+def copy_tree(work: Path) -> None:
+    """The files a clone holds (tracked and untracked-but-not-ignored), copied into `work`."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file() and not name.startswith(("models/", "docs/", "benchmarks/")):
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, work / name)
+    # the shipped model: tests of the default model read it
+    shutil.copytree(REPO / "models", work / "models", dirs_exist_ok=True)
+
+
+def run_module(module: str, work_root: Path, mutmut: str, log) -> dict:
+    work = work_root / module
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    copy_tree(work)
+    with open(work / "pyproject.toml", "a", encoding="utf-8") as f:
+        f.write(mutmut_config(module))
+    started = time.time()
+    with open(work_root / f"{module}.log", "w", encoding="utf-8") as out:
+        subprocess.run([mutmut, "run"], cwd=work, stdout=out, stderr=subprocess.STDOUT,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    results = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
+    counts = {status: 0 for status in STATUSES}
+    survivors = []
+    for line in results.splitlines():
+        match = re.match(r"\s*(\S+): (.+)$", line)
+        if match and match.group(2) in counts:
+            counts[match.group(2)] += 1
+            if match.group(2) == "survived":
+                survivors.append(match.group(1))
+    diffs = []
+    for name in survivors:
+        shown = subprocess.run([mutmut, "show", name], cwd=work, capture_output=True, text=True).stdout
+        diffs.append(f"## {name}\n{shown.strip()}\n")
+    reached = counts["killed"] + counts["survived"] + counts["timeout"] + counts["suspicious"] + counts["segfault"]
+    score = (counts["killed"] + counts["timeout"]) / reached if reached else None
+    log(f"{module}: {counts} score {score if score is None else round(score, 3)} ({time.time() - started:.0f} s)")
+    return {"counts": counts, "score": score, "tests": TESTS[module], "seconds": round(time.time() - started),
+            "survivors": diffs}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--modules", nargs="+", default=list(TESTS), choices=list(TESTS),
+                        help="the modules to mutate")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/vit-flowers-mutation"),
+                        help="where the copies of the repository and mutmut's logs go")
+    parser.add_argument("--out", type=Path, default=REPO / "mutation", help="where scores.json and survivors.txt go")
+    args = parser.parse_args(argv)
+    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or shutil.which("mutmut")
+    if mutmut is None:
+        print("error: mutmut is not installed (pip install -r requirements-dev.txt)", file=sys.stderr)
+        return 2
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    scores_file = args.out / "scores.json"
+    scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
+    for module in args.modules:
+        result = run_module(module, args.work, mutmut, print)
+        survivors = result.pop("survivors")
+        scores[module] = result
+        (args.out / f"survivors_{module}.txt").write_text("\n".join(survivors), encoding="utf-8")
+        scores_file.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    total = {k: sum(s["counts"][k] for s in scores.values()) for k in ("killed", "survived", "timeout")}
+    reached = sum(total.values())
+    print(f"all modules run so far: {total}, score {total['killed'] / reached if reached else 0:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
