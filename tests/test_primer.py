@@ -46,10 +46,10 @@ def test_primer_modules_do_not_import_tensorflow():
 # --- part 1: attention on pixels ----------------------------------------------------------
 
 def test_seed_matrix_is_the_notes_with_the_comma_fixed():
-    assert pa.SEED_W.shape == (3, 8)
+    assert pa.NOTE_W.shape == (3, 8)
     # the note's typo "0.0095. 0.0075" is two entries of the first row
-    np.testing.assert_allclose(pa.SEED_W[0, 4:6], [0.0095, 0.0075])
-    np.testing.assert_allclose(pa.SEED_W[:, 0], [0.0065, -0.0065, 0.0024])
+    np.testing.assert_allclose(pa.NOTE_W[0, 4:6], [0.0095, 0.0075])
+    np.testing.assert_allclose(pa.NOTE_W[:, 0], [0.0065, -0.0065, 0.0024])
     assert pa.DEFAULT_QUERIES == ((50, 50), (200, 200))
 
 
@@ -68,7 +68,7 @@ def test_softmax_is_stable_and_shift_invariant():
 def test_pixel_attention_follows_the_notes_formula():
     img = two_colour_image()
     results = pa.pixel_attention(img, [(2, 2), (20, 50)])
-    f = img.astype(np.float64) @ pa.SEED_W.astype(np.float64)
+    f = img.astype(np.float64) @ pa.NOTE_W.astype(np.float64)
     for r in results:
         y, x = r.query
         scores = f @ f[y, x]

@@ -23,7 +23,7 @@ RIGHT_COLOUR = "#1e6f3a"
 
 
 def evenly_spaced(count: int, panels: int) -> np.ndarray:
-    """Indices of `panels` items spread over `count` (the seed took every 80th)."""
+    """Indices of `panels` items spread over `count` (the source post took every 80th)."""
     if count <= panels:
         return np.arange(count)
     return np.linspace(0, count - 1, panels).round().astype(int)

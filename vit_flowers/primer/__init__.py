@@ -1,1 +1,1 @@
-"""Attention from first principles: the seed notes as small, tested NumPy/SymPy/Keras modules."""
+"""Attention from first principles: the notes the project grew from, as small, tested NumPy/SymPy/Keras modules."""

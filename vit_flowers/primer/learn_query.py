@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from vit_flowers.primer.pixel_attention import (
-    SEED_W,
+    NOTE_W,
     attention_for_query,
     minmax_normalise,
     project,
@@ -126,7 +126,7 @@ def attention_mass(probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return (probs * masks).reshape(len(probs), -1).sum(axis=1)
 
 
-def given_attention(data: BlobImages, w: np.ndarray = SEED_W) -> np.ndarray:
+def given_attention(data: BlobImages, w: np.ndarray = NOTE_W) -> np.ndarray:
     """The note's way: W given, query = the feature at the blob's centre pixel."""
     out = np.empty(data.masks.shape, dtype=np.float64)
     for i, (img, (y, x)) in enumerate(zip(data.images, data.centres)):
@@ -141,7 +141,7 @@ def learned_attention(images: np.ndarray, w: np.ndarray, q: np.ndarray) -> np.nd
 
 
 def build_query_model(
-    features: int = 8, w_init: np.ndarray | None = SEED_W, q_init: np.ndarray | None = None
+    features: int = 8, w_init: np.ndarray | None = NOTE_W, q_init: np.ndarray | None = None
 ):
     """A Keras model: (B, H, W, 3) RGB in 0..255 -> (B, H, W) attention over pixels."""
     import keras
@@ -247,8 +247,8 @@ def train_query(
 
     keras.utils.set_random_seed(seed)
     data = make_blob_images(n_train, size=size, seed=seed, target_rgb=target_rgb)
-    q0 = np.asarray(target_rgb, np.float64) @ SEED_W.astype(np.float64)
-    model = build_query_model(w_init=SEED_W, q_init=q0)
+    q0 = np.asarray(target_rgb, np.float64) @ NOTE_W.astype(np.float64)
+    model = build_query_model(w_init=NOTE_W, q_init=q0)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSSES[loss])
     hist = model.fit(
         data.images, data.masks.astype(np.float32),
@@ -312,6 +312,6 @@ def plot_given_vs_learned(
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_title("image (x: query pixel)", fontsize=9)
-    fig.suptitle("seed W + pixel query vs learned W, q (mass on pink blob)", fontsize=10)
+    fig.suptitle("the note's W + pixel query vs learned W, q (mass on pink blob)", fontsize=10)
     fig.tight_layout()
     return save_png(fig, out_path, dpi=64)

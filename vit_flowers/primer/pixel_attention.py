@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 #: The note's 3x8 weight matrix: RGB (0..255) -> 8-d features.
-SEED_W = np.array(
+NOTE_W = np.array(
     [
         [0.0065, -0.0045, -0.0018, 0.0075, 0.0095, 0.0075, -0.0026, 0.0022],
         [-0.0065, 0.0081, 0.0097, -0.0070, -0.0086, -0.0107, 0.0062, -0.0050],
@@ -55,7 +55,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.float32)
 
 
-def project(image: np.ndarray, w: np.ndarray = SEED_W) -> np.ndarray:
+def project(image: np.ndarray, w: np.ndarray = NOTE_W) -> np.ndarray:
     """Project an (H, W, 3) RGB array to (H, W, D) features F = I W (eq. 2.7)."""
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 3 or image.shape[-1] != 3:
@@ -103,7 +103,7 @@ def to_uint8(a: np.ndarray) -> np.ndarray:
 def pixel_attention(
     image: np.ndarray,
     queries: Sequence[Sequence[int]] = DEFAULT_QUERIES,
-    w: np.ndarray = SEED_W,
+    w: np.ndarray = NOTE_W,
 ) -> list[QueryAttention]:
     """Attention maps of an RGB image for queries taken at pixels (y, x), as in the note."""
     image = np.asarray(image)
