@@ -203,21 +203,6 @@ def kill_the_next_weight_write(model, monkeypatch) -> None:
     monkeypatch.setattr(model, "save_weights", killed)
 
 
-
-
-def kill_the_next_weight_write(model, monkeypatch) -> None:
-    """Change the model's weights, then make its next `save_weights` leave a
-    half-written file and die, as a SIGKILL in the middle of the write would."""
-
-    def killed(path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"\x89HDF half written")
-        raise KeyboardInterrupt(f"killed while writing {path}")
-
-    model.layers[-1].set_weights([w * 0 for w in model.layers[-1].get_weights()])
-    monkeypatch.setattr(model, "save_weights", killed)
-
-
 def compiled_backup(tiny_run, run_dir, keep_previous=False):
     """A reloaded model with an optimizer, early stopping and the run's backup callback."""
     import keras
@@ -348,8 +333,6 @@ def test_same_seed_gives_the_same_predictions(synthetic_data, tiny_run, tmp_path
     np.testing.assert_array_equal(first.predict(x, verbose=0), second.predict(x, verbose=0))
     np.testing.assert_array_equal(pd.read_csv(tiny_run / "history.csv")["loss"],
                                   pd.read_csv(tmp_path / "again" / "history.csv")["loss"])
-
-
 
 
 def test_ctrl_c_says_how_to_resume_and_that_command_finishes_the_run(slow_epoch_data, uninterrupted, tmp_path):

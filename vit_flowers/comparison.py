@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BadInputError
+from .outputs import REPORT_FILE, SKIPPED_FILE
 
 if TYPE_CHECKING:
     from .attention import AttentionExplainer, AttentionMaps, AttentionSummary
@@ -47,7 +48,7 @@ VIT_KERAS_FILE = "vit_keras_attention.png"
 SELECTION_FILE = "attention_selection.csv"
 # every file name the command writes: an earlier run's that this one did not rewrite are removed
 OWNED_OUTPUTS = ("attention_[0-9][0-9]_*.png", GRID_FILE, COMPARISON_FILE, PER_HEAD_FILE, DISTANCE_FILE,
-                 "vit_keras_attention.png", SELECTION_FILE, "skipped_files.csv", "report.html")
+                 "vit_keras_attention.png", SELECTION_FILE, SKIPPED_FILE, REPORT_FILE)
 
 
 def run_names(run_dirs: Sequence[str | Path]) -> list[str]:
@@ -222,7 +223,7 @@ def plot_comparison(
     from .images import SKIPPED_COLUMNS, write_skipped
     from .model import load_run
     from .outputs import remove_stale
-    from .predict import SKIPPED_FILE, predict_files, predictions_table
+    from .predict import predict_files, predictions_table
 
     check_options(run_dirs, limit, only, discard_ratio, batch_size)
     out_dir = Path(out_dir)

@@ -11,6 +11,10 @@ from typing import Iterable
 
 from .errors import BadInputError
 
+# file names more than one command writes
+SKIPPED_FILE = "skipped_files.csv"  # the files that could not be read, and why
+REPORT_FILE = "report.html"  # the page a person opens in a browser
+
 
 def prepare_output_dir(folder: str | os.PathLike, option: str = "--out") -> Path:
     """Create `folder` and check a file can be written in it, before the work

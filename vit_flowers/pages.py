@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .report import REPORT_FILE, display_name, write_prediction_report, write_train_report
+from .report import display_name, write_prediction_report, write_train_report
 from .report_attention import AUTO, report_attention
 
 
@@ -39,5 +39,3 @@ def training_page(run_dir: str | Path, model, run_config, history, best_epoch: O
         validation = predict_inputs(model, run_config, inputs, batch_size, progress=False)
     return write_train_report(run_dir, history, run_config, best_epoch, validation=validation, skipped=skipped)
 
-
-__all__ = ["REPORT_FILE", "prediction_page", "training_page"]

@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
+from .outputs import REPORT_FILE
 
 if TYPE_CHECKING:
     import jinja2
 
-REPORT_FILE = "report.html"
 THUMB_SIZE = 128  # px, the side of a card's thumbnail (the model's square view of the photo)
 LARGE_SIZE = 224  # px, the side of the photo and overlays in a card's large view
 JPEG_QUALITY = 72  # 1,000 thumbnails of real photos: about 6 MB as base64

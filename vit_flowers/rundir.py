@@ -30,12 +30,11 @@ import pandas as pd
 
 from . import atomic
 from .errors import BadInputError, ConfigError
-from .model import CONFIG_FILE, WEIGHTS_FILE
+from .model import WEIGHTS_FILE
+from .outputs import REPORT_FILE, SKIPPED_FILE
 
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
-SKIPPED_FILE = "skipped_files.csv"
-REPORT_FILE = "report.html"
 BACKUP_DIR = "backup"
 STATE_FILE = "state.json"
 # what a run writes; --overwrite removes them before a new run starts
