@@ -263,3 +263,24 @@ def test_a_config_written_before_stems_existed_loads_as_patch(tiny_run, tmp_path
     (run / "config.json").write_text(json.dumps(data))
     _, cfg = load_run(run)
     assert cfg.model.stem == "patch"
+
+
+@pytest.mark.parametrize("arch, overrides", [("tiny", {"num_layers": 2, "hidden_size": 32, "mlp_dim": 64}),
+                                             ("small", {}), ("tiny", {"representation_size": 16})])
+def test_the_parameter_estimate_is_the_built_models_count(arch, overrides):
+    from vit_flowers.config import estimate_parameters
+
+    cfg = model_config(arch, CLASS_NAMES, 32, **overrides)
+    assert estimate_parameters(cfg) == build_classifier(cfg, load_pretrained=False).count_params()
+
+
+def test_a_model_too_big_for_this_machine_is_refused_before_it_is_built(monkeypatch):
+    from vit_flowers import config as config_module
+    from vit_flowers import model as model_module
+
+    monkeypatch.setattr(config_module, "machine_memory_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr(model_module, "build_backbone", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(ConfigError, match=r"a model of 5,371,609,303 parameters needs about 20.0 GiB to hold its "
+                                          r"weights; this machine has 8.0 GiB"):
+        model_config("tiny", CLASS_NAMES, 64, hidden_size=8192, num_layers=4, num_heads=8, mlp_dim=65536)
+    assert model_config("b16", CLASS_NAMES, 224).hidden_size == 768  # ViT-B/16 fits in 8 GiB to predict
