@@ -7,13 +7,17 @@ reason a file cannot be read (permission denied, not a regular file, a
 symbolic link loop, too short to be an image) becomes a skipped row.
 
 JPEGs (not truncated) are decoded by OpenCV, which holds
-no GIL while it works and applies the EXIF orientation itself. Every other
+no GIL while it works, applies the EXIF orientation itself and writes RGB
+directly; where the target is at most half the photo (a 64-96 px model on
+320x240 photos) it decodes at a reduced DCT scale (`cv2.IMREAD_REDUCED_*`,
+1/2 to 1/8 of each side, never below the target). Every other
 file is opened with PIL, turned upright from its EXIF orientation
 (`ImageOps.exif_transpose`, only when the tag asks for it), converted to RGB
 the way a person would expect (alpha composited on white, 16-bit grayscale
 rescaled, CMYK converted) and resized by OpenCV (area averaging to shrink
-2x or more, else bilinear), which releases the GIL. JPEGs are decoded at a reduced
-scale when that is still at least the target size (`Image.draft`). Threads
+2x or more, else bilinear), which releases the GIL. JPEGs that PIL decodes are
+decoded at a reduced scale when that is still at least the target size
+(`Image.draft`). Threads
 write straight into the final array: no per-image concatenation, no second
 copy.
 """
@@ -129,9 +133,53 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
         os.close(fd)
 
 
-def _opencv_jpeg(data: bytes) -> np.ndarray | None:
+# JPEG start-of-frame markers (baseline, progressive, lossless...): not DHT (C4), JPG (C8) or DAC (CC)
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# OpenCV's reduced-scale JPEG decoding: 1/2, 1/4, 1/8 of each side (the DCT
+# scaling of libjpeg), for colour read straight as RGB
+_REDUCED = ((8, 48), (4, 32), (2, 16))  # scale, IMREAD_REDUCED_GRAYSCALE_<scale>
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) as stored in a JPEG's frame header, read without
+    decoding (before any EXIF turn); None when no frame header is found."""
+    i, n = 2, len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker in _SOF_MARKERS:
+            return (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    return None
+
+
+def reduced_scale(stored: tuple[int, int] | None, size: tuple[int, int]) -> int:
+    """The largest JPEG DCT scale (1, 2, 4 or 8) that keeps both sides of the
+    decoded photo at least the target's longer side, whichever way the
+    photo is turned: a target at most half the photo decodes at half size
+    or less, and is then shrunk as before (nothing is ever upsampled that a
+    full decode would have shrunk)."""
+    if not stored:
+        return 1
+    short, need = min(stored), max(size)
+    for scale, _ in _REDUCED:
+        if short >= scale * need:
+            return scale
+    return 1
+
+
+def _opencv_jpeg(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray | None:
     """Decode JPEG bytes with OpenCV, which holds no GIL while it decodes and
-    applies the EXIF orientation itself. None (PIL will decide) when the
+    applies the EXIF orientation itself, as RGB (no channel swap after), at
+    a reduced DCT scale when the target `size` is at most half the photo
+    (`reduced_scale`). None (PIL will decide) when the
     bytes are not a cleanly ended JPEG, OpenCV cannot read them, or the image
     is over PIL's decompression-bomb limit (OpenCV's own limit is set to
     PIL's when the package is imported first, so such files are not even
@@ -140,13 +188,19 @@ def _opencv_jpeg(data: bytes) -> np.ndarray | None:
 
     if not (data.startswith(JPEG_START) and data.endswith(JPEG_END)):
         return None
+    stored = jpeg_size(data)
+    if stored is not None and Image.MAX_IMAGE_PIXELS and stored[0] * stored[1] > Image.MAX_IMAGE_PIXELS:
+        return None  # PIL gives the reason
+    scale = reduced_scale(stored, size) if size is not None else 1
+    flags = dict(_REDUCED)[scale] | cv2.IMREAD_COLOR_RGB if scale > 1 else cv2.IMREAD_COLOR_RGB
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:  # over OpenCV's pixel limit, among others
         return None
-    if bgr is None or (Image.MAX_IMAGE_PIXELS and bgr.shape[0] * bgr.shape[1] > Image.MAX_IMAGE_PIXELS):
+    if rgb is None or rgb.ndim != 3 or (
+            Image.MAX_IMAGE_PIXELS and rgb.shape[0] * rgb.shape[1] * scale * scale > Image.MAX_IMAGE_PIXELS):
         return None  # PIL gives the reason
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def _pil_decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
@@ -194,7 +248,7 @@ def decode_image(path: str | os.PathLike, size: tuple[int, int], out: np.ndarray
 
     height, width = size
     data = read_image_bytes(path)
-    pixels = _opencv_jpeg(data)
+    pixels = _opencv_jpeg(data, size)
     if pixels is None:
         pixels = _pil_decode(data, size)
     if out is None:
