@@ -112,6 +112,19 @@ def test_classes_differing_only_in_case():
     assert match_class("Roses", classes) == "Roses"
     assert match_class("roses", classes) == "roses"
     assert match_class("ROSES", classes) is None  # both match without case
+    # two classes matching the same words are both named, not both dropped in favour of a third
+    assert match_class("my_ROSES_and_tulips", classes + ["tulips"]) is None
+    assert match_class("ROSES_tulips", classes + ["tulips"]) is None
+
+
+@pytest.mark.parametrize(
+    "type_dir, expected",
+    [("Red-Roses", "red_roses"), ("red roses 2", "red_roses"), ("dark_red", "red"), ("red_tulips", None)],
+)
+def test_a_class_that_is_the_first_word_of_a_longer_one(type_dir, expected):
+    classes = ["red", "red_roses", "tulips"]
+    assert match_class(type_dir, classes) == expected
+    assert match_class(type_dir, list(reversed(classes))) == expected
 
 
 def test_the_list_reader_reports_an_ambiguous_row(tmp_path):

@@ -74,20 +74,22 @@ def stratified_split(
     frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0, val_fraction: float = 0.0
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Split each class into train / validation / test with the same
-    fractions, reproducibly: (train, validation, test). Each part of a class
-    with at least three images gets at least one; validation is empty when
-    `val_fraction` is 0."""
+    fractions, reproducibly: (train, validation, test). Training keeps at
+    least one image of every class (a class it never sees is never learnt),
+    then the test part gets one, then validation: a class of two gives one to
+    test, each part of a class of three or more gets at least one.
+    Validation is empty when `val_fraction` is 0."""
     check_fractions(test_fraction, val_fraction)
     rng = np.random.default_rng(seed)
     parts: tuple[list, list, list] = ([], [], [])
     for _, group in frame.groupby("type_dir", sort=True):
-        order = rng.permutation(len(group))
-        n_test = int(round(len(group) * test_fraction))
-        n_val = int(round(len(group) * val_fraction))
-        if len(group) >= 2:
-            n_test = min(max(n_test, 1), len(group) - 1)
-        if val_fraction > 0 and len(group) >= 3:
-            n_val = min(max(n_val, 1), len(group) - n_test - 1)
+        n = len(group)
+        order = rng.permutation(n)
+        n_test = min(max(int(round(n * test_fraction)), 1), n - 1)
+        n_val = int(round(n * val_fraction))
+        if val_fraction > 0:
+            n_val = max(n_val, 1)
+        n_val = min(n_val, n - n_test - 1)
         parts[2].append(group.iloc[order[:n_test]])
         parts[1].append(group.iloc[order[n_test:n_test + n_val]])
         parts[0].append(group.iloc[order[n_test + n_val:]])
