@@ -1,5 +1,5 @@
-"""The training options of the shipped recipe: CutMix and the moving average
-of the weights (EMA)."""
+"""The training options of the shipped recipe's pilots: CutMix,
+RandAugment-style operations and the moving average of the weights (EMA)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vit_flowers import cli
+from vit_flowers.augment import RAND_OPS, rand_augment, rand_augment_op
 from vit_flowers.config import TrainConfig, check_train_config
 from vit_flowers.datasets import array_dataset, cutmix_pair
 from vit_flowers.errors import BadInputError, ConfigError
@@ -73,6 +74,10 @@ def test_cutmix_with_mixup_is_refused_and_its_share_is_checked():
         check_train_config(TrainConfig(cutmix=1.5))
     with pytest.raises(ConfigError, match="ema_momentum"):
         check_train_config(TrainConfig(ema_momentum=1.0))
+    with pytest.raises(ConfigError, match="rand_augment"):
+        check_train_config(TrainConfig(rand_augment=-1))
+    with pytest.raises(ConfigError, match="rand_strength"):
+        check_train_config(TrainConfig(rand_strength=2.0))
 
 
 # ------------------------------------------------------------ options
@@ -82,15 +87,18 @@ def _train_args(synthetic_data, *extra):
 
 
 def test_the_options_reach_the_config_and_resume_checks_them(synthetic_data, tmp_path):
-    args = _train_args(synthetic_data, "--cutmix", "0.5", "--ema", "0.99")
+    args = _train_args(synthetic_data, "--cutmix", "0.5", "--ema", "0.99", "--rand-augment", "2", "--rand-strength",
+                       "0.3")
     config = cli.build_run_config(args)
     assert (config.train.cutmix, config.train.ema_momentum) == (0.5, 0.99)
+    assert (config.train.rand_augment, config.train.rand_strength) == (2, 0.3)
     assert (cli.build_run_config(_train_args(synthetic_data)).train.cutmix,
             cli.build_run_config(_train_args(synthetic_data)).train.ema_momentum) == (0.0, 0.0)
     path = config.save(tmp_path / "config.json")
-    for option, value in (("--ema", "0.9"), ("--cutmix", "0.25")):
+    for option, value in (("--ema", "0.9"), ("--cutmix", "0.25"), ("--rand-augment", "1"), ("--rand-strength", "0.5")):
         with pytest.raises(BadInputError, match=f"{option} {value} contradicts the run being resumed"):
-            cli.check_resume_options(config, _train_args(synthetic_data, option, value), {option[2:]}, path)
+            cli.check_resume_options(config, _train_args(synthetic_data, option, value), {option[2:].replace("-", "_")},
+                                     path)
 
 
 # ------------------------------------------------------------ EMA
@@ -202,7 +210,7 @@ def test_a_run_stopped_and_resumed_ends_as_one_never_stopped(synthetic_data, tmp
 
     cfg = tiny_run_config(synthetic_data / "training_files.csv", synthetic_data / "testing_files.csv", epochs=4,
                           batch_size=8, optimizer="adamw", lr_schedule="constant", ema_momentum=0.8, patience=100,
-                          cutmix=0.5, augment="resized-crop", load_size=40)
+                          cutmix=0.5, augment="resized-crop", load_size=40, rand_augment=2)
     train_run(cfg, tmp_path / "whole", TrainOptions(verbose=0))
     train_run(replace(cfg, train=replace(cfg.train, epochs=2)), tmp_path / "parts", TrainOptions(verbose=0))
     train_run(cfg, tmp_path / "parts", TrainOptions(resume=True, verbose=0))
@@ -211,3 +219,75 @@ def test_a_run_stopped_and_resumed_ends_as_one_never_stopped(synthetic_data, tmp
     for mine, theirs in zip(load_run(tmp_path / "parts")[0].get_weights(),
                             load_run(tmp_path / "whole")[0].get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+
+
+# ------------------------------------------------------------ RandAugment
+def _texture(side: int = 12, seed: int = 0) -> np.ndarray:
+    """An image with every channel spanning 0..255 (autocontrast leaves it alone)."""
+    x = np.random.default_rng(seed).integers(0, 256, (side, side, 3)).astype(np.float32)
+    x[0, 0], x[-1, -1] = 0.0, 255.0
+    return x
+
+
+@pytest.mark.parametrize("name", RAND_OPS)
+def test_every_rand_operation_is_the_identity_at_strength_0_and_changes_the_image_at_1(name):
+    x = _texture()
+    index = RAND_OPS.index(name)
+    for signed in (1.0, -1.0):
+        np.testing.assert_allclose(np.asarray(rand_augment_op(x, index, 0.0, signed)), x, atol=1e-3)
+        strong = np.asarray(rand_augment_op(x, index, 1.0, signed))
+        assert strong.shape == x.shape and 0.0 <= strong.min() and strong.max() <= 255.0
+        changed = not np.allclose(strong, x, atol=1e-3)
+        assert changed == (name not in ("identity", "autocontrast")), name
+    low_contrast = x * 0.5 + 40.0
+    stretched = np.asarray(rand_augment_op(low_contrast, RAND_OPS.index("autocontrast"), 0.5, 1.0))
+    np.testing.assert_allclose(stretched, x, atol=1e-3)  # autocontrast undoes a linear squeeze
+
+
+def test_rand_operations_move_and_scale_as_their_ranges_say():
+    x = _texture(side=10)
+    shifted = np.asarray(rand_augment_op(x, RAND_OPS.index("translate_x"), 1.0, 1.0))
+    np.testing.assert_allclose(shifted[:, :7], x[:, 3:], atol=1e-3)  # 30% of 10 pixels
+    brighter = np.asarray(rand_augment_op(x, RAND_OPS.index("brightness"), 0.5, 1.0))
+    np.testing.assert_allclose(brighter, np.clip(x * 1.45, 0, 255), atol=1e-3)
+    posterized = np.asarray(rand_augment_op(x, RAND_OPS.index("posterize"), 1.0, 1.0))
+    np.testing.assert_array_equal(posterized, np.floor(x / 16) * 16)  # 4 bits left
+    turned = np.asarray(rand_augment_op(x, RAND_OPS.index("rotate"), 1.0, 1.0))
+    np.testing.assert_allclose(turned[4:6, 4:6], x[4:6, 4:6], atol=60)  # about the centre
+
+
+def test_rand_augment_is_seeded_and_draws_every_operation():
+    import tensorflow as tf
+
+    x = tf.constant(_texture(side=16))
+    first = np.asarray(rand_augment(x, 2, 0.7, tf.constant([5, 9], tf.int64)))
+    np.testing.assert_array_equal(np.asarray(rand_augment(x, 2, 0.7, tf.constant([5, 9], tf.int64))), first)
+    assert not np.array_equal(np.asarray(rand_augment(x, 2, 0.7, tf.constant([5, 10], tf.int64))), first)
+    drawn = {int(tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_split(
+        tf.constant([s, 1], tf.int64), num=2)[0], maxval=len(RAND_OPS), dtype=tf.int32)) for s in range(300)}
+    assert drawn == set(range(len(RAND_OPS)))
+
+
+def test_training_batches_carry_the_rand_operations(synthetic_data):
+    """The option reaches the training pipeline (train.array_datasets), drawn
+    apart from the crops: at strength 0 the batches are the crops alone."""
+    from dataclasses import replace
+
+    from vit_flowers.train import array_datasets
+
+    cfg = tiny_run_config(synthetic_data / "training_files.csv", None, batch_size=8, augment="resized-crop",
+                          load_size=40)
+
+    def first_batch(**train):
+        run = replace(cfg, train=replace(cfg.train, **train))
+        return np.asarray(next(iter(array_datasets(run, 8, 0, False, False)[0]))[0])
+
+    plain = first_batch()
+    assert not np.allclose(first_batch(rand_augment=2, rand_strength=0.9), plain, atol=1e-3)
+    np.testing.assert_array_equal(first_batch(rand_augment=2, rand_strength=0.9),
+                                  first_batch(rand_augment=2, rand_strength=0.9))
+    # strength 0: every operation is the identity except autocontrast, which a crop in 0..255 may still stretch;
+    # most images come through unchanged, and no crop moved
+    weak = first_batch(rand_augment=1, rand_strength=0.0)
+    same = [np.allclose(a, b, atol=1e-4) for a, b in zip(weak, plain)]
+    assert sum(same) >= 4

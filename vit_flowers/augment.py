@@ -25,6 +25,9 @@ The policies:
   a crop keeps its detail, then a flip and colour jitter both ways (hue left
   alone).
 
+Any of them may be followed by RandAugment-style operations (`rand_augment`:
+N operations per image drawn from RAND_OPS, at one strength), seeded apart.
+
 Rotations, zooms, shifts and flips are one affine map per image, applied
 with the projective-transform kernel Keras' own layers use on TensorFlow.
 """
@@ -166,15 +169,125 @@ def resized_crop_example(image, size: tuple[int, int], seed):
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
-def augment_example(image, augment: str, output_size: tuple[int, int], seed: int, draw):
+# RandAugment-style operations (Cubuk et al. 2020), each at a strength 0..1
+# scaled to its range below; no hue change, solarize or inversion (colour
+# tells these flowers apart); equalize is left out (no TensorFlow op)
+RAND_OPS = ("identity", "rotate", "shear_x", "shear_y", "translate_x", "translate_y", "brightness", "contrast",
+            "colour", "sharpness", "posterize", "autocontrast")
+RAND_ROTATE = 30.0  # degrees at strength 1
+RAND_SHEAR = 0.3
+RAND_TRANSLATE = 0.3  # share of the side
+RAND_FACTOR = 0.9  # brightness, contrast, colour, sharpness: factors 1 +- 0.9
+
+
+def _transformed(x, transform):
+    """`x` (HxWx3) through one projective transform, borders reflected."""
+    import tensorflow as tf
+
+    height, width = x.shape[0], x.shape[1]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x[tf.newaxis], transforms=tf.cast(transform, tf.float32)[tf.newaxis],
+        output_shape=tf.constant([height, width]), fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="REFLECT")[0]
+
+
+def _blend(x, other, factor):
+    """other + factor * (x - other), in 0..255: PIL's ImageEnhance."""
+    import tensorflow as tf
+
+    return tf.clip_by_value(other + factor * (x - other), 0.0, 255.0)
+
+
+def rand_augment_op(x, index, strength, signed):
+    """RandAugment's operation number `index` (of RAND_OPS) on `x` (float32
+    HxWx3 in 0..255) at `strength` (0..1) in the direction `signed` (+1/-1)."""
+    import tensorflow as tf
+
+    height, width = x.shape[0], x.shape[1]
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    amount = strength * signed
+    grey = tf.image.rgb_to_grayscale(x)
+
+    def rotate():
+        angle = amount * RAND_ROTATE * math.pi / 180.0
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        return _transformed(x, tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy,
+                                         0.0, 0.0]))
+
+    def shear(axis):
+        k = amount * RAND_SHEAR
+        if axis == 0:
+            return lambda: _transformed(x, tf.stack([1.0, k, -k * cy, 0.0, 1.0, 0.0, 0.0, 0.0]))
+        return lambda: _transformed(x, tf.stack([1.0, 0.0, 0.0, k, 1.0, -k * cx, 0.0, 0.0]))
+
+    def translate(axis):
+        if axis == 0:
+            return lambda: _transformed(x, tf.stack([1.0, 0.0, amount * RAND_TRANSLATE * width, 0.0, 1.0, 0.0, 0.0,
+                                                     0.0]))
+        return lambda: _transformed(x, tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, amount * RAND_TRANSLATE * height, 0.0,
+                                                 0.0]))
+
+    factor = 1.0 + amount * RAND_FACTOR
+
+    def sharpness():
+        kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0  # PIL's SMOOTH
+        kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+        blurred = tf.nn.depthwise_conv2d(tf.pad(x, [[1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")[tf.newaxis], kernel,
+                                         [1, 1, 1, 1], "VALID")[0]
+        return _blend(x, blurred, factor)
+
+    def posterize():
+        shift = tf.cast(tf.round(strength * 4.0), tf.float32)  # keep 8 down to 4 bits
+        step = tf.pow(2.0, shift)
+        return tf.where(shift > 0, tf.floor(x / step) * step, x)
+
+    def autocontrast():
+        low = tf.reduce_min(x, axis=[0, 1], keepdims=True)
+        high = tf.reduce_max(x, axis=[0, 1], keepdims=True)
+        return tf.where(high > low, (x - low) * 255.0 / tf.maximum(high - low, 1e-3), x)
+
+    branches = [
+        lambda: x, rotate, shear(0), shear(1), translate(0), translate(1),
+        lambda: _blend(x, tf.zeros_like(x), factor),
+        lambda: _blend(x, tf.reduce_mean(grey) * tf.ones_like(x), factor),
+        lambda: _blend(x, tf.tile(grey, [1, 1, 3]), factor),
+        sharpness, posterize, autocontrast,
+    ]
+    assert len(branches) == len(RAND_OPS)
+    return tf.switch_case(tf.cast(index, tf.int32), branches)
+
+
+def rand_augment(x, ops: int, strength: float, seed):
+    """`ops` operations of RAND_OPS drawn uniformly for this image, each at
+    `strength` in a random direction, seeded by a stateless seed pair;
+    float32 0..255 in and out."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2 * ops)
+    for k in range(ops):
+        index = tf.random.stateless_uniform([], seed=seeds[2 * k], maxval=len(RAND_OPS), dtype=tf.int32)
+        shape = x.shape
+        x = rand_augment_op(x, index, strength, _sign(seeds[2 * k + 1]))
+        x.set_shape(shape)
+    return x
+
+
+def augment_example(image, augment: str, output_size: tuple[int, int], seed: int, draw, rand_ops: int = 0,
+                    rand_strength: float = 0.5):
     """A training example's augmentation, float32 0..255, seeded by (seed,
-    draw): a resized crop of `output_size`, or the named policy."""
+    draw): a resized crop of `output_size`, or the named policy; then
+    `rand_ops` RandAugment-style operations at `rand_strength`, drawn from
+    a seed of their own (the policy's draws stay as they were without them)."""
     import tensorflow as tf
 
     augment = AUGMENTATION_ALIASES.get(augment, augment)
     pair = tf.stack([tf.cast(seed, tf.int64), tf.cast(draw, tf.int64)])
     if augment == "resized-crop":
-        return resized_crop_example(image, output_size, pair)
-    rule = policy(augment)
-    x = tf.cast(image, tf.float32)
-    return x if rule == POLICIES["none"] else apply_policy(x, rule, pair)
+        x = resized_crop_example(image, output_size, pair)
+    else:
+        rule = policy(augment)
+        x = tf.cast(image, tf.float32)
+        x = x if rule == POLICIES["none"] else apply_policy(x, rule, pair)
+    if rand_ops:
+        x = rand_augment(x, rand_ops, rand_strength, tf.random.experimental.stateless_fold_in(pair, 1))
+    return x

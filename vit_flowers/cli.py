@@ -129,6 +129,7 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "augment": ("train", "augment"), "load_size": ("train", "load_size"), "mixup": ("train", "mixup_alpha"),
     "patience": ("train", "patience"), "seed": ("train", "seed"), "mixed_precision": ("train", "mixed_precision"),
     "scale_lr": ("train", "scale_lr"), "cutmix": ("train", "cutmix"), "ema": ("train", "ema_momentum"),
+    "rand_augment": ("train", "rand_augment"), "rand_strength": ("train", "rand_strength"),
 }
 RUN_OPTIONS.update({"head_bn_momentum": ("model", "head_bn_momentum"), "head_gelu": ("model", "head_gelu")})
 PRETRAINED_BY_DEFAULT = "imagenet21k+imagenet2012"
@@ -204,6 +205,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cutmix", type=float, default=0.0, metavar="SHARE",
                    help="CutMix: the share of training examples (0-1) that get a box of another example pasted "
                         "in, of a uniform share of the area, the labels mixed by area (0 disables; not with --mixup)")
+    g.add_argument("--rand-augment", type=int, default=0, metavar="N",
+                   help="RandAugment-style: N operations per training image after --augment, each drawn from "
+                        "rotate, shear, translate, brightness, contrast, colour, sharpness, posterize, "
+                        "autocontrast and identity (0 disables; no hue change, the flowers' colour is kept)")
+    g.add_argument("--rand-strength", type=float, default=0.5, metavar="S",
+                   help="strength of every --rand-augment operation, 0-1 of its range (1: rotations of 30 "
+                        "degrees, shears of 0.3, shifts of 30%%, factors 1+-0.9, 4 bits left)")
     g.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
                    help="keep a moving average of the weights with this momentum per step (for example 0.999); "
                         "validation, the best epoch and the saved weights use the average (0: the raw weights)")
@@ -327,7 +335,7 @@ def build_run_config(args: argparse.Namespace):
         augment=option_value("augment", args), load_size=args.load_size, mixup_alpha=args.mixup,
         patience=args.patience, seed=args.seed, strategy=args.strategy, mixed_precision=args.mixed_precision,
         scale_lr=args.scale_lr, train_list=option_value("train_list", args), val_list=option_value("val_list", args),
-        cutmix=args.cutmix, ema_momentum=args.ema,
+        cutmix=args.cutmix, ema_momentum=args.ema, rand_augment=args.rand_augment, rand_strength=args.rand_strength,
     ), "train options")
     return RunConfig(model=mcfg, train=tcfg)
 

@@ -87,6 +87,10 @@ class TrainConfig:
     # CutMix: the share of examples that get a box pasted from another example
     # (the labels mixed by area); 0: none
     cutmix: float = 0.0
+    # RandAugment-style operations per training image after the augmentation
+    # (0: none), each at rand_strength (0..1 of its range)
+    rand_augment: int = 0
+    rand_strength: float = 0.5
     # momentum of the moving average of the weights (Keras' optimizer EMA) that
     # validation sees and the run keeps; 0: the raw weights
     ema_momentum: float = 0.0
@@ -121,6 +125,8 @@ TRAIN_RANGES: dict[str, tuple[float, float]] = {
     "patience": (0, 1_000_000),
     "seed": (0, 2**32 - 1),
     "load_size": (0, MAX_IMAGE_SIDE),
+    "rand_augment": (0, 16),
+    "rand_strength": (0.0, 1.0),
 }
 
 

@@ -97,7 +97,7 @@ def epoch_orders(num_examples: int, per_epoch: int, seed: int, start_epoch: int 
 
 
 def _training_examples(images: np.ndarray, onehot: np.ndarray, per_epoch: int, augment: str, seed: int,
-                       start_epoch: int, output_size: tuple[int, int]):
+                       start_epoch: int, output_size: tuple[int, int], rand_ops: int = 0, rand_strength: float = 0.5):
     """Augmented, preprocessed (image, label) examples in epoch order, endless."""
     import tensorflow as tf
 
@@ -107,7 +107,7 @@ def _training_examples(images: np.ndarray, onehot: np.ndarray, per_epoch: int, a
     def fetch(index, position):
         image = tf.numpy_function(lambda i: images[i], [index], tf.uint8)
         image.set_shape((height, width, 3))
-        x = augment_example(image, augment, output_size, seed, position)
+        x = augment_example(image, augment, output_size, seed, position, rand_ops, rand_strength)
         return preprocess(x), tf.gather(table, index)
 
     orders = epoch_orders(len(images), per_epoch, seed, start_epoch)
@@ -129,6 +129,8 @@ def array_dataset(
     start_epoch: int = 0,
     output_size: tuple[int, int] | None = None,
     cutmix: float = 0.0,
+    rand_ops: int = 0,
+    rand_strength: float = 0.5,
 ):
     """Batches of (preprocessed images, one-hot labels) from a uint8 array.
 
@@ -138,7 +140,8 @@ def array_dataset(
     MixUp (or CutMix, on a `cutmix` share of the examples) pairs each example
     with one from a second order. `output_size`
     (training with `resized-crop`) is the model's input when the images are
-    kept larger; by default the images' own size. Every step works
+    kept larger; by default the images' own size. `rand_ops` RandAugment-style
+    operations at `rand_strength` follow the augmentation. Every step works
     on single examples and batching comes last, so that Keras' distribution
     API can read the batch size and shard the stream.
     """
@@ -159,11 +162,12 @@ def array_dataset(
         raise ValueError("training needs labels")
     size = check_output_size(images.shape[1:3], output_size, augment)
     per_epoch = (len(images) // batch_size) * batch_size
-    ds = _training_examples(images, onehot, per_epoch, augment, seed, start_epoch, size)
+    ds = _training_examples(images, onehot, per_epoch, augment, seed, start_epoch, size, rand_ops, rand_strength)
     if mixup_alpha > 0 and cutmix > 0:
         raise ValueError("MixUp or CutMix, not both")
     if mixup_alpha > 0 or cutmix > 0:
-        partners = _training_examples(images, onehot, per_epoch, augment, seed + 7919, start_epoch, size)
+        partners = _training_examples(images, onehot, per_epoch, augment, seed + 7919, start_epoch, size, rand_ops,
+                                      rand_strength)
         counter = tf.data.Dataset.counter(start=(seed * 1_000_003 + start_epoch * per_epoch))
 
         def pair(a, b, step):
@@ -184,13 +188,16 @@ def file_dataset(
     augment: str = "none",
     seed: int = 0,
     output_size: tuple[int, int] | None = None,
+    rand_ops: int = 0,
+    rand_strength: float = 0.5,
 ):
     """Stream a list too large for memory: decode with PIL in parallel.
 
     Files that fail to decode are dropped from the stream and appended to
     `skipped` as (file, reason), so the caller can report them. Images are
     decoded at `image_size`; training with `resized-crop` cuts crops of
-    `output_size` (the model's input) from them.
+    `output_size` (the model's input) from them; `rand_ops` RandAugment-style
+    operations follow in training.
     """
     import tensorflow as tf
 
@@ -224,7 +231,7 @@ def file_dataset(
     onehot = None if labels is None else tf.constant(one_hot(labels, num_classes))
 
     def finish(index, image, ok, draw):
-        x = preprocess(augment_example(image, augment, size, seed, draw))
+        x = preprocess(augment_example(image, augment, size, seed, draw, rand_ops if training else 0, rand_strength))
         return x if onehot is None else (x, tf.gather(onehot, index))
 
     # one seeded random number per example (new ones each pass) seeds its crop

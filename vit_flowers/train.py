@@ -134,7 +134,8 @@ def array_datasets(run_config: RunConfig, global_batch: int, start_epoch: int, e
         raise BadInputError(f"{cfg.train_list}: {len(x_train)} images, fewer than one batch of {global_batch}")
     train_ds = array_dataset(x_train, y_train, mcfg.num_classes, global_batch, training=True,
                              augment=cfg.augment, mixup_alpha=cfg.mixup_alpha, seed=cfg.seed,
-                             start_epoch=start_epoch, output_size=size, cutmix=cfg.cutmix)
+                             start_epoch=start_epoch, output_size=size, cutmix=cfg.cutmix,
+                             rand_ops=cfg.rand_augment, rand_strength=cfg.rand_strength)
     val_ds = None
     if cfg.val_list:
         x_val, y_val, skipped_val = load_list(cfg.val_list, mcfg.class_names, size, progress=progress)
@@ -160,7 +161,8 @@ def stream_datasets(run_config: RunConfig, global_batch: int):
     skipped: list[tuple[str, str]] = []
     train_ds = file_dataset(train["path"].tolist(), train["label"].tolist(), mcfg.num_classes,
                             training_load_size(run_config), global_batch, skipped, training=True,
-                            augment=cfg.augment, seed=cfg.seed, output_size=size).repeat()
+                            augment=cfg.augment, seed=cfg.seed, output_size=size, rand_ops=cfg.rand_augment,
+                            rand_strength=cfg.rand_strength).repeat()
     val_ds = None
     if cfg.val_list:
         val = read_file_list(cfg.val_list, mcfg.class_names)
