@@ -50,10 +50,18 @@ def tiny_run_config(train_list: Path, val_list: Path | None, epochs: int = 2, im
 
 @pytest.fixture(scope="session")
 def tiny_run(synthetic_data, tmp_path_factory) -> Path:
-    """A run dir trained for two epochs on the synthetic lists."""
+    """A run dir trained for two epochs on the synthetic lists. With
+    VIT_FLOWERS_TEST_TINY_RUN set (mutation testing of modules other than
+    training), a copy of that run dir instead, so that each mutant's tests
+    do not train it again."""
+    import shutil
+
     from vit_flowers.train import TrainOptions, train_run
 
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    if os.environ.get("VIT_FLOWERS_TEST_TINY_RUN"):
+        shutil.copytree(os.environ["VIT_FLOWERS_TEST_TINY_RUN"], run_dir)
+        return run_dir
     cfg = tiny_run_config(synthetic_data / "training_files.csv", synthetic_data / "testing_files.csv")
     train_run(cfg, run_dir, TrainOptions(verbose=0))
     return run_dir
