@@ -6,6 +6,11 @@ allows nothing else (no request can leave the page, and an inline event
 handler smuggled in through a file name could not run even if escaping
 failed). It opens from disk in any browser, without a server.
 
+A predictions page is written as it is rendered: the cards' thumbnails are
+decoded chunk by chunk as the page reaches them and the attention images
+are written out one by one, so the memory a page takes does not grow with
+the number of predictions (the file does).
+
 Pages are rendered from the Jinja2 templates in `vit_flowers/templates/`
 with autoescaping on. File names that are not valid UTF-8 (surrogate-escaped
 by Python) are shown with their bytes as `\\xNN`.
@@ -95,12 +100,46 @@ class AttentionImages:
     class_label: str = ""  # the class that map is for
 
 
+class SpilledImages(Mapping):
+    """AttentionImages by row position, kept in a temporary file (only the
+    index is in memory), so that attention for every one of many predictions
+    does not stay in memory until the page is written."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._file = tempfile.TemporaryFile()
+        self._index: dict[int, tuple[int, int]] = {}
+
+    def __setitem__(self, key: int, item: AttentionImages) -> None:
+        data = json.dumps([item.photo, item.overlay, item.class_map, item.class_label]).encode("utf-8",
+                                                                                             "surrogatepass")
+        self._file.seek(0, os.SEEK_END)
+        self._index[int(key)] = (self._file.tell(), len(data))
+        self._file.write(data)
+
+    def __getitem__(self, key: int) -> AttentionImages:
+        offset, length = self._index[key]
+        self._file.seek(offset)
+        photo, overlay, class_map, label = json.loads(self._file.read(length).decode("utf-8", "surrogatepass"))
+        return AttentionImages(photo=photo, overlay=overlay, class_map=class_map, class_label=label)
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+
 @dataclass
 class AttentionSet:
     """Attention images by row position in the predictions table, and a line
     saying how the rows were chosen."""
 
-    images: dict[int, AttentionImages] = field(default_factory=dict)
+    images: Mapping[int, AttentionImages] = field(default_factory=dict)
     note: str = ""
 
 
@@ -134,15 +173,60 @@ def csp_hash(script: str) -> str:
     return f"sha256-{base64.b64encode(digest).decode('ascii')}"
 
 
-def render(template: str, **context: Any) -> str:
-    """Render one page template with the shared style, script and policy."""
+class StreamedJson:
+    """A JSON object in a page, written piece by piece where the template puts
+    it (`entries` gives the (key, value) pairs anew on each call); rendered to
+    a string whole, it is the same text."""
+
+    SLOT = "\x00streamed-json\x00"
+
+    def __init__(self, entries) -> None:
+        self.entries = entries
+
+    def __html__(self) -> str:
+        return self.SLOT
+
+    def text(self) -> str:
+        import io
+
+        out = io.StringIO()
+        write_json_object(out, self.entries())
+        return out.getvalue()
+
+
+def _pieces(template: str, context: dict):
     import markupsafe
 
     env = _environment()
     script = _asset(env, "report.js")
-    return env.get_template(template).render(
+    return env.get_template(template).generate(
         css=markupsafe.Markup(_asset(env, "report.css")), script=markupsafe.Markup(script),
         script_hash=csp_hash(script), **context)
+
+
+def _streamed(context: dict) -> list[StreamedJson]:
+    return [v for v in context.values() if isinstance(v, StreamedJson)]
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one page template with the shared style, script and policy."""
+    html = "".join(_pieces(template, context))
+    for value in _streamed(context):
+        html = html.replace(StreamedJson.SLOT, value.text(), 1)
+    return html
+
+
+def write_rendered(path: str | os.PathLike, template: str, **context: Any) -> Path:
+    """Render a page straight into its file (atomically), piece by piece."""
+    streamed = _streamed(context)
+    with atomic.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for piece in _pieces(template, context):
+            while streamed and StreamedJson.SLOT in piece:
+                before, piece = piece.split(StreamedJson.SLOT, 1)
+                out.write(before)
+                write_json_object(out, streamed.pop(0).entries())
+            out.write(piece)
+    return Path(path)
 
 
 def write_page(path: str | os.PathLike, html: str) -> Path:
@@ -170,21 +254,22 @@ def _check_table(table: pd.DataFrame, class_names: Sequence[str]) -> None:
 
 
 def prediction_cards(table: pd.DataFrame, class_names: Sequence[str], thumbs: Sequence[Optional[str]],
-                     attention: Mapping[int, AttentionImages]) -> list[dict]:
-    """One dict per row for the card template, in table order; `id` is the row position."""
+                     attention: Mapping[int, AttentionImages] | set, offset: int = 0) -> list[dict]:
+    """One dict per row for the card template, in table order; `id` is the row
+    position (`offset` + the row's place in `table`, a slice of the whole)."""
     probs = table[probability_columns(class_names)].to_numpy(dtype=np.float64)
     cards = []
-    for i, (file, true, pred) in enumerate(zip(table["file"], table["true"].fillna(""), table["pred"])):
-        row = probs[i]
+    for k, (file, true, pred) in enumerate(zip(table["file"], table["true"].fillna(""), table["pred"])):
+        row, i = probs[k], offset + k
         true = "" if true is None else str(true)
         if len(class_names) <= CARD_BARS:
             shown = range(len(class_names))
         else:
-            shown = sorted(np.argsort(-row, kind="stable")[:CARD_TOP], key=lambda k: -row[k])
+            shown = sorted(np.argsort(-row, kind="stable")[:CARD_TOP], key=lambda j: -row[j])
         cards.append({
             "id": i, "name": base_name(file), "path": display_name(file), "true": true, "pred": str(pred),
             "conf": float(row.max()) if len(row) else 0.0, "wrong": bool(true) and true != str(pred),
-            "bars": [(class_names[k], float(row[k])) for k in shown], "thumb": thumbs[i],
+            "bars": [(class_names[j], float(row[j])) for j in shown], "thumb": thumbs[k],
             "attention": i in attention,
         })
     return cards
@@ -221,27 +306,79 @@ def skipped_rows(skipped: Optional[pd.DataFrame]) -> list[dict]:
     return [{"file": display_name(f), "reason": str(r)} for f, r in zip(skipped["file"], skipped["reason"])]
 
 
+class Cards:
+    """The cards of a page, made as the template iterates them: thumbnails
+    (when not given) are decoded `chunk_size` files at a time, the next chunk
+    in the background, so only one chunk's images are ever held."""
+
+    def __init__(self, table: pd.DataFrame, class_names: Sequence[str],
+                 thumbs: Optional[Sequence[Optional[str]]], attention: Mapping[int, AttentionImages],
+                 chunk_size: int = 256) -> None:
+        self.table, self.class_names, self.thumbs = table, list(class_names), thumbs
+        self.with_attention = set(attention)
+        self.chunk_size = chunk_size
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __iter__(self):
+        from .images import iter_image_chunks
+
+        size = self.chunk_size
+        if self.thumbs is not None:
+            for start in range(0, len(self.table), size):
+                yield from prediction_cards(self.table.iloc[start:start + size], self.class_names,
+                                            self.thumbs[start:start + size], self.with_attention, start)
+            return
+        files = self.table["file"].tolist()
+        for offset, chunk in iter_image_chunks(files, (THUMB_SIZE, THUMB_SIZE), size):
+            thumbs: list[Optional[str]] = [None] * min(size, len(files) - offset)
+            for row, index in enumerate(chunk.kept):
+                thumbs[int(index)] = encode_jpeg(chunk.images[row])
+            yield from prediction_cards(self.table.iloc[offset:offset + len(thumbs)], self.class_names, thumbs,
+                                        self.with_attention, offset)
+
+
+def attention_entries(attention: AttentionSet, rows: int):
+    """(key, value) of the large views the page's script reads, one at a time."""
+    for i, a in attention.images.items():
+        if 0 <= i < rows:
+            yield str(i), {"photo": a.photo, "overlay": a.overlay, "class_map": a.class_map,
+                           "class_label": display_name(a.class_label)}
+
+
+def _json_text(data: Any) -> str:
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def write_json_object(out, entries) -> None:
+    """Write (key, value) pairs to `out` as one JSON object, safe in a
+    `<script>` as `page_json` makes it (the same text, piece by piece)."""
+    out.write("{")
+    for n, (key, value) in enumerate(entries):
+        out.write(("," if n else "") + _json_text(key) + ":" + _json_text(value))
+    out.write("}")
+
+
 def predictions_context(table: pd.DataFrame, metrics: Optional[dict], skipped: Optional[pd.DataFrame],
                         class_names: Sequence[str], attention: Optional[AttentionSet] = None,
                         thumbs: Optional[Sequence[Optional[str]]] = None) -> dict:
-    """Everything the predictions part of a page needs (also used by the train page)."""
+    """Everything the predictions part of a page needs (also used by the train
+    page). `cards` are made as the page is rendered (`Cards`)."""
     _check_table(table, class_names)
     table = table.reset_index(drop=True)
     attention = attention or AttentionSet()
-    if thumbs is None:
-        thumbs = thumbnails(table["file"].tolist())
     probs = table[probability_columns(class_names)].to_numpy(dtype=np.float64)
-    large = {str(i): {"photo": a.photo, "overlay": a.overlay, "class_map": a.class_map,
-                      "class_label": display_name(a.class_label)}
-             for i, a in attention.images.items() if 0 <= i < len(table)}
+    count = sum(1 for i in attention.images if 0 <= i < len(table))
     return {
         "class_names": list(class_names),
         "summary": prediction_summary(table, metrics, class_names),
-        "cards": prediction_cards(table, class_names, thumbs, attention.images),
+        "cards": Cards(table, class_names, thumbs, attention.images),
         "skipped": skipped_rows(skipped),
         "attention_note": attention.note,
-        "attention_count": len(large),
-        "attention_json": page_json(large),
+        "attention_count": count,
+        "attention_json": StreamedJson(lambda: attention_entries(attention, len(table))),
         "probs_json": page_json({"classes": list(class_names), "probs": np.round(probs, 4).tolist()}),
     }
 
@@ -253,8 +390,8 @@ def write_prediction_report(out_dir: str | os.PathLike, table: pd.DataFrame, met
                             file_name: str = REPORT_FILE) -> Path:
     """Write `report.html` into `out_dir`: summary, filters and one card per prediction."""
     context = predictions_context(table, metrics, skipped, class_names, attention, thumbs)
-    html = render("predictions.html", page="predictions", title=title, subtitle=subtitle, **context)
-    return write_page(Path(out_dir) / file_name, html)
+    return write_rendered(Path(out_dir) / file_name, "predictions.html", page="predictions", title=title,
+                          subtitle=subtitle, **context)
 
 
 # ---------------------------------------------------------------- training run
@@ -378,9 +515,8 @@ def write_train_report(run_dir: str | os.PathLike, history: pd.DataFrame, config
     }
     if validation is not None:
         context.update(predictions_context(validation.table, validation.metrics, validation.skipped, class_names))
-    html = render("train.html", page="train", title=f"Training run {Path(run_dir).name}",
-                  subtitle=display_name(Path(run_dir)), **context)
-    return write_page(Path(run_dir) / file_name, html)
+    return write_rendered(Path(run_dir) / file_name, "train.html", page="train",
+                          title=f"Training run {Path(run_dir).name}", subtitle=display_name(Path(run_dir)), **context)
 
 
 # ---------------------------------------------------------------- attention comparison

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BadInputError
-from .report import LARGE_SIZE, AttentionImages, AttentionSet, encode_jpeg, probability_columns
+from .report import LARGE_SIZE, AttentionImages, AttentionSet, SpilledImages, encode_jpeg, probability_columns
 
 DEFAULT_SHARE = 0.12
 AUTO, ALL, NONE = "auto", "all", "none"
@@ -106,9 +106,10 @@ def attention_note(table: pd.DataFrame, chosen: np.ndarray, option: int | str) -
 
 def compute_attention(model, files: Sequence[str], positions: Sequence[int], class_maps: bool = False,
                       class_names: Sequence[str] = (), batch_size: int = 32, chunk_size: int = 64,
-                      progress: bool = False) -> dict[int, AttentionImages]:
+                      progress: bool = False) -> SpilledImages:
     """Rollout overlays (and, with `class_maps`, the predicted class's gradient-weighted
-    map) for `files`, keyed by `positions`; a file that no longer reads is left out.
+    map) for `files`, keyed by `positions`, kept in a temporary file
+    (`report.SpilledImages`); a file that no longer reads is left out.
 
     Each file is decoded again at the model's input size (the input `predict`
     gave the model) and at LARGE_SIZE (the picture the overlay is drawn on),
@@ -125,7 +126,7 @@ def compute_attention(model, files: Sequence[str], positions: Sequence[int], cla
         from keras.utils import Progbar
 
         bar = Progbar(len(files), unit_name="image")
-    out: dict[int, AttentionImages] = {}
+    out = SpilledImages()  # encoded images wait on disk, not in memory, until the page is written
     for start in range(0, len(files), chunk_size):
         part = list(files[start:start + chunk_size])
         small = load_images(part, explainer.input_size, progress=False)
