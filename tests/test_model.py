@@ -284,3 +284,60 @@ def test_a_model_too_big_for_this_machine_is_refused_before_it_is_built(monkeypa
                                           r"weights; this machine has 8.0 GiB"):
         model_config("tiny", CLASS_NAMES, 64, hidden_size=8192, num_layers=4, num_heads=8, mlp_dim=65536)
     assert model_config("b16", CLASS_NAMES, 224).hidden_size == 768  # ViT-B/16 fits in 8 GiB to predict
+
+
+# ------------------------------------------------------------- fused attention (the prediction graph)
+@pytest.mark.parametrize("overrides", [{}, {"stem": "conv"}, {"num_heads": 2, "image_size": [32, 48]}],
+                         ids=["patch", "conv-stem", "non-square"])
+def test_fused_attention_call_equals_the_model(overrides):
+    """`keras.ops.dot_product_attention` in place of vit_keras' explicit
+    attention: same layers, same weights, the same probabilities; the
+    backbone alone too."""
+    import tensorflow as tf
+
+    from vit_flowers.model import fused_attention_call
+
+    size = overrides.pop("image_size", 32)
+    model = build_classifier(model_config("tiny", CLASS_NAMES, size, num_layers=2, hidden_size=32, mlp_dim=64,
+                                          **overrides))
+    h, w = model.input_shape[1:3]
+    x = np.random.default_rng(0).uniform(-1, 1, (3, h, w, 3)).astype(np.float32)
+    fused = tf.function(fused_attention_call(model))
+    np.testing.assert_allclose(fused(tf.constant(x)).numpy(), model(x, training=False).numpy(), atol=1e-5)
+    backbone = model.layers[0]
+    np.testing.assert_allclose(fused_attention_call(backbone)(tf.constant(x)).numpy(),
+                               backbone(x, training=False).numpy(), atol=1e-5)
+
+
+def test_fused_attention_call_refuses_what_it_does_not_know():
+    import keras
+
+    from vit_flowers.model import fused_attention_call
+
+    plain = keras.Sequential([keras.layers.Input((8,)), keras.layers.Dense(3)])
+    assert fused_attention_call(plain) is None
+    # a vit_keras block fed from two places is not a chain: left to the model itself
+    from vit_keras import layers as vit_layers
+
+    inputs = keras.layers.Input((5, 16))
+    y, _ = vit_layers.TransformerBlock(num_heads=2, mlp_dim=32, dropout=0.0, name="b0")(inputs)
+    branched = keras.Model(inputs, keras.layers.Add()([y, inputs]))
+    assert fused_attention_call(branched) is None
+
+
+def test_fused_weights_load_from_and_save_to_the_same_file(tmp_path):
+    """The fused call adds no variable: a weights file written by the model
+    loads back and predicts the same through it."""
+    import tensorflow as tf
+
+    from vit_flowers.model import fused_attention_call
+
+    model = build_classifier(small_cfg())
+    before = len(model.weights)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    expected = tf.function(fused_attention_call(model))(tf.constant(x)).numpy()
+    assert len(model.weights) == before
+    model.save_weights(tmp_path / "m.weights.h5")
+    other = build_classifier(small_cfg())
+    other.load_weights(tmp_path / "m.weights.h5")
+    np.testing.assert_allclose(tf.function(fused_attention_call(other))(tf.constant(x)).numpy(), expected, atol=1e-6)

@@ -118,6 +118,36 @@ def test_forward_equals_model_predict_for_any_batch_split(tiny_run):
     assert forward(model, x[:0]).shape == (0, 5)
 
 
+@pytest.mark.parametrize("fused, jit_compile", [(False, False), (True, False), (False, True), (True, True)])
+def test_forward_options_give_the_model_s_probabilities(tiny_run, fused, jit_compile):
+    """Fused attention and XLA change how the graph runs, not what it computes."""
+    from vit_flowers.model import load_run
+    from vit_flowers.predict import _FORWARD, forward
+
+    model, _ = load_run(tiny_run)
+    x = np.random.default_rng(4).uniform(-1, 1, (7, 32, 32, 3)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    for batch in (1, 3, 32):
+        np.testing.assert_allclose(forward(model, x, batch, fused=fused, jit_compile=jit_compile), expected,
+                                   atol=1e-5)
+    assert set(_FORWARD[model]) == {(fused, jit_compile)}  # one graph per option set, reused across batches
+
+
+def test_forward_defaults_and_models_without_vit_blocks(tiny_run):
+    import keras
+
+    from vit_flowers import predict
+    from vit_flowers.model import load_run
+
+    model, _ = load_run(tiny_run)
+    assert predict.forward_options(model) == {"fused": predict.FUSED_ATTENTION, "jit_compile": predict.JIT_COMPILE}
+    assert predict.forward_options(model, fused=False, jit_compile=True) == {"fused": False, "jit_compile": True}
+    plain = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    assert predict.forward_options(plain, fused=True)["fused"] is False  # nothing to fuse: the model itself runs
+    x = np.random.default_rng(5).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_allclose(predict.forward(plain, x, 2, fused=True), plain.predict(x, verbose=0), atol=1e-6)
+
+
 def test_a_model_used_by_predict_is_freed_when_its_user_drops_it(tiny_run):
     """The traced forward function is cached per model but must not keep
     the model alive: a process predicting with many run dirs would grow."""
@@ -132,6 +162,7 @@ def test_a_model_used_by_predict_is_freed_when_its_user_drops_it(tiny_run):
     for _ in range(3):
         model, _ = load_run(tiny_run)
         forward(model, x)
+        forward(model, x, fused=False)
         assert model in _FORWARD
         refs.append(weakref.ref(model))
         del model

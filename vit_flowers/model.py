@@ -257,6 +257,62 @@ def build_classifier(cfg: ModelConfig, load_pretrained: bool = True, sync_batchn
     return model
 
 
+def _fused_block(block, x):
+    """One vit_keras TransformerBlock at inference, its attention through
+    `keras.ops.dot_product_attention` (the (batch, tokens, heads, dim) layout,
+    so no head transposes), the block's own layers and weights otherwise.
+    The attention weights are not returned: the rollout needs them, and
+    uses the blocks themselves."""
+    import keras
+
+    att = block.att
+    heads, dim = att.num_heads, att.projection_dim
+    y = block.layernorm1(x)
+    shape = keras.ops.shape(y)
+    split = (shape[0], shape[1], heads, dim)
+    q = keras.ops.reshape(att.query_dense(y), split)
+    k = keras.ops.reshape(att.key_dense(y), split)
+    v = keras.ops.reshape(att.value_dense(y), split)
+    y = keras.ops.dot_product_attention(q, k, v)
+    x = att.combine_heads(keras.ops.reshape(y, (shape[0], shape[1], heads * dim))) + x
+    return x + block.mlpblock(block.layernorm2(x), training=False)
+
+
+def fused_attention_call(model):
+    """`model(x, training=False)` for the package's classifier (or a bare
+    vit_keras backbone) with the attention of every block computed by
+    `keras.ops.dot_product_attention` instead of vit_keras' explicit
+    matmul-softmax-matmul; the same layers and weights, so any weights file
+    that loads into the model works. Returns a function of x, or None when
+    the model is not a chain of layers this knows (then use `model` itself).
+    """
+    from vit_keras import layers as vit_layers
+
+    layers = list(getattr(model, "layers", []))
+    if layers and hasattr(layers[0], "layers") and any(
+            isinstance(l, vit_layers.TransformerBlock) for l in layers[0].layers):
+        backbone, head = layers[0], layers[1:]
+    elif any(isinstance(l, vit_layers.TransformerBlock) for l in layers):
+        backbone, head = model, []
+    else:
+        return None
+    chain = [l for l in backbone.layers if l.__class__.__name__ != "InputLayer"]
+    # a chain: each layer's single input is the previous layer's output
+    for prev, layer in zip(chain, chain[1:]):
+        nodes = getattr(layer, "_inbound_nodes", [])
+        if len(nodes) != 1 or [t._keras_history[0] for t in nodes[0].input_tensors] != [prev]:
+            return None
+
+    def call(x):
+        for layer in chain:
+            x = _fused_block(layer, x) if isinstance(layer, vit_layers.TransformerBlock) else layer(x, training=False)
+        for layer in head:
+            x = layer(x, training=False)
+        return x
+
+    return call
+
+
 def save_weights(model, path: str | Path) -> Path:
     """Save weights atomically: the previous good file survives a crash."""
     from .atomic import atomic_path

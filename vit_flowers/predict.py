@@ -108,36 +108,76 @@ def predict_files(
     )
 
 
-# model -> its traced forward function; the function holds only a weak
-# reference to the model, so a model dropped by its user is freed with it
+# model -> {options: its traced forward function}; the functions hold only a
+# weak reference to the model, so a model dropped by its user is freed with them
 _FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# The package's defaults for the prediction graph (benchmarks/README.md, figure 7):
+# fused attention (`keras.ops.dot_product_attention`, see `model.fused_attention_call`)
+# and no XLA.
+FUSED_ATTENTION = True
+JIT_COMPILE = False
 
 
-def _traced_forward(model):
-    """A `tf.function` of `model(x, training=False)` that does not keep the model alive."""
+def forward_options(model, fused: bool | None = None, jit_compile: bool | None = None) -> dict:
+    """The options `forward` uses for `model`: the defaults above where not
+    given; fused attention only where the model is a vit_keras chain it knows."""
+    from .model import fused_attention_call
+
+    fused = FUSED_ATTENTION if fused is None else bool(fused)
+    if fused and fused_attention_call(model) is None:
+        fused = False
+    return {"fused": fused, "jit_compile": JIT_COMPILE if jit_compile is None else bool(jit_compile)}
+
+
+def _traced_forward(model, fused: bool, jit_compile: bool):
+    """A `tf.function` of `model(x, training=False)` (or its fused-attention
+    equivalent) that does not keep the model alive."""
     import tensorflow as tf
+
+    from .model import fused_attention_call
 
     ref = weakref.ref(model)
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-    return tf.function(lambda t: ref()(t, training=False), input_signature=[spec], reduce_retracing=True)
+    if fused:
+        calls = weakref.WeakKeyDictionary()  # the model -> its fused call, built once
+
+        def run(t):
+            m = ref()
+            if m not in calls:
+                calls[m] = fused_attention_call(m)
+            return calls[m](t)
+    else:
+        def run(t):
+            return ref()(t, training=False)
+    return tf.function(run, input_signature=[spec], reduce_retracing=True, jit_compile=jit_compile)
 
 
-def forward(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """`model(x)` batch by batch through one graph traced per model.
+def forward(model, x: np.ndarray, batch_size: int = 32, fused: bool | None = None,
+            jit_compile: bool | None = None) -> np.ndarray:
+    """`model(x)` batch by batch through one graph traced per model and options.
 
     On the TensorFlow backend this is a cached `tf.function`, not
     `model.predict`: on 2 CPU cores `predict`'s per-call machinery (its
     tf.data input, the step loop) left one core idle in some runs, taking
     twice as long for the same ViT-B/16 batch (benchmarks/README.md, figure
-    7). Other backends use `model.predict`.
+    7). `fused` computes each block's attention with
+    `keras.ops.dot_product_attention` (the same weights; the attention maps
+    of `vit_flowers.attention` use the blocks' explicit weights instead);
+    `jit_compile` compiles the graph with XLA. None: the package's defaults
+    (FUSED_ATTENTION, JIT_COMPILE). Other backends use `model.predict`.
     """
     import keras
 
     if keras.backend.backend() != "tensorflow":
         return model.predict(x, batch_size=batch_size, verbose=0)
-    fn = _FORWARD.get(model)
+    options = forward_options(model, fused, jit_compile)
+    key = (options["fused"], options["jit_compile"])
+    cache = _FORWARD.get(model)
+    if cache is None:
+        cache = _FORWARD[model] = {}
+    fn = cache.get(key)
     if fn is None:
-        fn = _FORWARD[model] = _traced_forward(model)
+        fn = cache[key] = _traced_forward(model, *key)
     x = np.asarray(x, np.float32)
     if len(x) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
