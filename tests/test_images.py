@@ -24,8 +24,19 @@ def test_load_preallocates_in_order_and_skips_bad_files(awkward):
     assert [names[i] for i in loaded.kept] == GOOD
     reasons = dict(zip(loaded.skipped["file"].map(lambda f: f.split("/")[-1]), loaded.skipped["reason"]))
     assert set(reasons) == set(BAD)
+    assert list(loaded.skipped.columns) == ["file", "reason"]
+    assert list(loaded.skipped["file"]) == [str(awkward / n) for n in sorted(BAD)]  # in the input's order
     for name, expected in BAD.items():
         assert expected in reasons[name], (name, reasons[name])
+    assert reasons == {
+        "zero_bytes.jpg": "empty file (0 bytes)",
+        "truncated.jpg": reasons["truncated.jpg"],  # PIL's own words, after this prefix:
+        "random_bytes.jpg": "not an image PIL can identify (wrong format or random bytes)",
+        "text.png": "not an image PIL can identify (wrong format or random bytes)",
+        "folder.jpg": "is a directory, not an image file",
+        "bomb.png": f"10000x10000 pixels is over PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}",
+    }
+    assert reasons["truncated.jpg"].startswith("cannot decode: ")
     # each kept row is the same image decoded alone (compaction kept the order)
     for row, index in enumerate(loaded.kept):
         np.testing.assert_array_equal(loaded.images[row], decode_image(awkward / names[index], (24, 32)))
@@ -156,3 +167,94 @@ def test_reduced_decoding_turns_by_exif_and_keeps_colours(tmp_path):
         path = write(tmp_path / f"big{orientation}.jpg", big, orientation, quality=95)
         assert_upright(decode_image(path, (HEIGHT // 2, WIDTH // 2)))  # 192 >= 4 x 32: a quarter-scale decode
         assert_upright(decode_image(path, (HEIGHT, WIDTH)))  # 192 >= 2 x 64: half scale
+
+
+def sof_segment(height: int, width: int) -> bytes:
+    """A baseline frame header (SOF0) for a 3-component photo."""
+    return (b"\xff\xc0\x00\x11\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big") + b"\x03"
+            + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01")
+
+
+def test_jpeg_size_reads_sides_over_255_and_long_segments(tmp_path):
+    """Both bytes of each side, and segments of 256 bytes or more (a long
+    comment, a big EXIF block) skipped by their two-byte length."""
+    from vit_flowers.images import jpeg_size
+
+    exif = Image.Exif()
+    exif[0x010E] = "a long description " * 40  # ImageDescription: EXIF of over 700 bytes
+    Image.new("RGB", (300, 260), 90).save(tmp_path / "big.jpg", quality=50, comment=b"c" * 1000, exif=exif)
+    data = (tmp_path / "big.jpg").read_bytes()
+    assert data.index(b"\xff\xfe") < data.index(b"\xff\xc0")  # the comment is before the frame header
+    assert jpeg_size(data) == (260, 300)
+    assert jpeg_size(b"\xff\xd8" + sof_segment(0x1234, 0xABCD) + b"\xff\xd9") == (0x1234, 0xABCD)
+
+
+@pytest.mark.parametrize("inserted", [b"\xff", b"\xff\x01", b"\xff\xd0", b"\xff\xd7", b"\xff\xd8"])
+def test_jpeg_size_skips_fill_bytes_and_markers_without_a_length(tmp_path, inserted):
+    """A fill byte (0xFF before a marker) and the markers that have no length
+    (TEM, RST0-RST7, SOI) between the start and the frame header."""
+    from vit_flowers.images import jpeg_size
+
+    Image.new("RGB", (123, 45), 90).save(tmp_path / "plain.jpg", quality=80)
+    data = (tmp_path / "plain.jpg").read_bytes()
+    sof = data.index(b"\xff\xc0")
+    assert jpeg_size(data[:2] + inserted + data[2:]) == (45, 123)  # after the start marker
+    assert jpeg_size(data[:sof] + inserted + data[sof:]) == (45, 123)  # just before the frame header
+
+
+def test_jpeg_size_needs_the_frame_header_up_to_its_component_count():
+    from vit_flowers.images import jpeg_size
+
+    sof = sof_segment(300, 400)
+    assert jpeg_size(b"\xff\xd8" + sof[:10]) == (300, 400)  # marker, length, precision, sides, component count
+    assert jpeg_size(b"\xff\xd8" + sof[:9]) is None  # cut before the component count
+    assert jpeg_size(b"\xff\xd8\xff\xe0\x00\x10" + b"\x00" * 14 + sof[:9]) is None  # the same after a segment
+    assert jpeg_size(b"\xff\xd8") is None and jpeg_size(b"") is None
+
+
+def test_opencv_without_a_target_decodes_at_full_size(tmp_path):
+    import cv2
+
+    from vit_flowers.images import _opencv_jpeg
+
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (240, 320, 3), np.uint8)).save(tmp_path / "p.jpg")
+    data = (tmp_path / "p.jpg").read_bytes()
+    full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    np.testing.assert_array_equal(_opencv_jpeg(data), full)
+    assert _opencv_jpeg(data, (64, 64)).shape == (120, 160, 3)
+    assert _opencv_jpeg(data + b"trailer") is None and _opencv_jpeg(b"\x89PNG" + data[4:]) is None
+
+
+def test_jpeg_looking_junk_is_left_to_pil(tmp_path):
+    """JPEG start and end markers around junk: no frame header, OpenCV cannot
+    read it, PIL gives the reason."""
+    from vit_flowers.images import UnreadableImage, _opencv_jpeg
+
+    junk = b"\xff\xd8\xff" + b"\x00" * 50 + b"\xff\xd9"
+    assert _opencv_jpeg(junk, (32, 32)) is None
+    (tmp_path / "junk.jpg").write_bytes(junk)
+    with pytest.raises(UnreadableImage) as refused:
+        decode_image(tmp_path / "junk.jpg", (32, 32))
+    assert str(refused.value) == "not an image PIL can identify (wrong format or random bytes)"
+
+
+def test_a_large_output_array_is_mapped_whole_and_behaves_as_any_array(tmp_path, monkeypatch):
+    import vit_flowers.images as images
+
+    big = images.new_image_array((images.POPULATE_BYTES // (32 * 32 * 3) + 1, 32, 32, 3))
+    assert big.dtype == np.uint8 and big.flags.c_contiguous and big.flags.writeable
+    big[-1] = 7
+    assert int(big[-1].sum()) == 7 * 32 * 32 * 3
+    small = images.new_image_array((2, 4, 4, 3))
+    assert small.flags.owndata  # a plain np.empty below the threshold
+    # the loader's rows are the same whichever way the array was made
+    rng = np.random.default_rng(2)
+    paths = []
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"{k}.png")
+        paths.append(tmp_path / f"{k}.png")
+    plain = load_images(paths, (24, 32), progress=False).images
+    monkeypatch.setattr(images, "POPULATE_BYTES", 1)  # every array mapped
+    mapped = load_images(paths + [tmp_path / "missing.png"], (24, 32), progress=False)
+    assert not mapped.images.flags.owndata and mapped.kept.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(mapped.images, plain)

@@ -63,7 +63,8 @@ class LoadedImages:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB for any PIL mode: alpha over white, 16/32-bit gray rescaled."""
+    """RGB for any PIL mode: alpha over white (also a transparent colour or
+    palette entry, as PNG's tRNS and GIF give), 16/32-bit gray rescaled."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
         if image.mode.startswith("I;16"):
@@ -75,8 +76,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         else:
             top = 255.0
         gray = np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8)
+        if "transparency" in image.info:  # a transparent grey level (PNG tRNS): white, as alpha would be
+            gray[values == image.info["transparency"]] = 255
         return Image.fromarray(gray, mode="L").convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
+    if "transparency" in image.info and image.mode in ("1", "L", "P", "RGB"):
+        # a transparent colour or palette entries (PNG tRNS, GIF): an alpha channel, composited below
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
@@ -137,7 +141,7 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # OpenCV's reduced-scale JPEG decoding: 1/2, 1/4, 1/8 of each side (the DCT
 # scaling of libjpeg), for colour read straight as RGB
-_REDUCED = ((8, 48), (4, 32), (2, 16))  # scale, IMREAD_REDUCED_GRAYSCALE_<scale>
+_REDUCED = ((8, 64), (4, 32), (2, 16))  # scale, cv2.IMREAD_REDUCED_GRAYSCALE_<scale> (16, 32, 64: one bit each)
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -262,6 +266,34 @@ def decode_image(path: str | os.PathLike, size: tuple[int, int], out: np.ndarray
     return out
 
 
+# an array this large is mapped with its pages made at once (see `new_image_array`)
+POPULATE_BYTES = 64 << 20
+
+
+def new_image_array(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised uint8 array of `shape`, every page of it made by the
+    kernel in one call when it is large.
+
+    A large `np.empty` gets its pages one fault at a time as the decoding
+    threads first write each row, and NumPy asks for transparent huge
+    pages, which the kernel may stop to compact memory for: on 2 cores that
+    took a third of a 224 px load of 2,934 photos (benchmarks/README.md,
+    figure 2). An anonymous mapping with MAP_POPULATE makes the pages in one
+    call instead (about 0.5 ms per MiB here). Small arrays, and systems
+    without MAP_POPULATE, get `np.empty`."""
+    import mmap
+
+    nbytes = int(np.prod(shape, dtype=np.int64))
+    flag = getattr(mmap, "MAP_POPULATE", 0)
+    if nbytes < POPULATE_BYTES or not flag:
+        return np.empty(shape, np.uint8)
+    try:
+        buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | flag)
+    except (OSError, ValueError):  # no room for it mapped at once: let NumPy try
+        return np.empty(shape, np.uint8)
+    return np.frombuffer(buffer, np.uint8).reshape(shape)
+
+
 def load_images(
     paths: Sequence[str | os.PathLike],
     size: tuple[int, int],
@@ -275,7 +307,7 @@ def load_images(
     """
     count = len(paths)
     height, width = size
-    out = np.empty((count, height, width, 3), dtype=np.uint8)
+    out = new_image_array((count, height, width, 3))
     reasons: dict[int, str] = {}
     lock = threading.Lock()
     bar = _progress_bar(count) if progress and count else None
