@@ -17,7 +17,10 @@ Cross-checked against tf.profiler's float_ops count of the traced forward.
 infer_mfu: the project's inference (`predict.predict_arrays` on preprocessed
 arrays, what `vit-flowers predict` runs on each chunk).
 train_mfu: `model.fit` steps through train.array_dataset + train.compile_model
-on random uint8 images, the first (tracing) step excluded.
+on random uint8 images, the first (tracing) step excluded, with op
+determinism on as `vit-flowers train` has it by default (then Keras compiles
+without XLA); details.train_no_deterministic_xla is the same with
+--no-deterministic, where Keras compiles the step with XLA.
 """
 
 from __future__ import annotations
@@ -30,10 +33,20 @@ KEYS = ["infer_mfu", "train_mfu", "infer_img_s", "train_img_s", "matmul_gflops",
 GPU_KEYS = ["gpu_infer_mfu", "gpu_train_mfu"]
 
 
-def train_step_seconds(model_cfg, train_cfg, batch: int, steps: int) -> list[float]:
-    """Seconds of each `fit` step after the first, through the project's training path."""
+def train_step_seconds(model_cfg, train_cfg, batch: int, steps: int, deterministic: bool = False) -> list[float]:
+    """Seconds of each `fit` step after the first, through the project's training path.
+
+    `deterministic` first makes TensorFlow's ops deterministic, as `vit-flowers
+    train` does by default (`train.set_seed`); Keras then compiles the step
+    without XLA. Without it (`--no-deterministic`) Keras' `jit_compile="auto"`
+    compiles the step with XLA. Op determinism cannot be turned off again in
+    a process: measure the other way first."""
     import keras
     import numpy as np
+    import tensorflow as tf
+
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     from vit_flowers.datasets import array_dataset
     from vit_flowers.model import build_classifier
@@ -105,13 +118,16 @@ def main(argv=None) -> int:
     infer_img_s = infer_batch / c.median(infer)
     del model
     tcfg = TrainConfig(batch_size=train_batch, learning_rate=1e-4, augment="none")
-    steps = train_step_seconds(cfg, tcfg, train_batch, train_steps)
+    steps_xla = train_step_seconds(cfg, tcfg, train_batch, train_steps)  # --no-deterministic: XLA
+    steps = train_step_seconds(cfg, tcfg, train_batch, train_steps, deterministic=True)  # the default
     train_img_s = train_batch / c.median(steps)
+    train_xla_img_s = train_batch / c.median(steps_xla)
     mm_after = c.matmul_gflops(2048, mm_repeats)  # the machine is shared: measure it on both sides
     peak = c.median(mm["seconds"] + mm_after["seconds"])
     peak_gflops = 2.0 * 2048 ** 3 / peak / 1e9
     infer_mfu = flops["forward"] * infer_img_s / (peak_gflops * 1e9)
     train_mfu = flops["train"] * train_img_s / (peak_gflops * 1e9)
+    train_xla_mfu = flops["train"] * train_xla_img_s / (peak_gflops * 1e9)
     results = {
         "infer_mfu": infer_mfu, "train_mfu": train_mfu, "infer_img_s": infer_img_s, "train_img_s": train_img_s,
         "matmul_gflops": peak_gflops, "vit_b16_gflops_per_image": flops["forward"] / 1e9,
@@ -120,7 +136,8 @@ def main(argv=None) -> int:
     details = {"flops": flops, "profiler_float_ops": profiled,
                "profiler_vs_formula": profiled / flops["forward"] if profiled else None,
                "infer_batch": infer_batch, "infer_runs_s": infer, "train_batch": train_batch,
-               "train_steps_s": steps, "matmul_s_before": mm["seconds"], "matmul_s_after": mm_after["seconds"],
+               "train_steps_s": steps, "train_mode": "deterministic ops, no XLA (vit-flowers train's default)",
+               "train_no_deterministic_xla": {"img_s": train_xla_img_s, "mfu": train_xla_mfu, "steps_s": steps_xla}, "matmul_s_before": mm["seconds"], "matmul_s_after": mm_after["seconds"],
                "device": "GPU" if gpu else "CPU"}
     notes = [] if gpu else ["no GPU visible to TensorFlow: gpu_* keys not measured (run `make bench` on a GPU machine)"]
     c.emit(args, results, details, notes)

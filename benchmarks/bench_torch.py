@@ -1,16 +1,22 @@
-"""Figure 7: the project's ViT-B/16 inference against the same model in PyTorch.
+"""Figure 7: the package's ViT-B/16 predict path against the same model in PyTorch.
 
 The peer: Hugging Face transformers' `ViTForImageClassification` from a
 random-weight `ViTConfig` of ViT-B/16 at 224 (attn_implementation="sdpa",
-torch.set_num_threads(cores), torch.inference_mode()). The project: the
-classifier of `model.build_classifier` (weights none) through `model.predict`.
-infer_vs_torch = project images/s over PyTorch images/s at the same batch.
+torch.set_num_threads(cores), torch.inference_mode()). The package: the
+classifier of `model.build_classifier` (weights none) through
+`predict.forward`, the cached graph `vit-flowers predict` runs on every
+batch, with its default options. infer_vs_torch = package images/s over
+PyTorch images/s at the same batch (16, quick and full alike).
 
 Each side runs in its own fresh process (so neither's thread pool spins
-against the other), the sides taking turns. The TensorFlow-side variants
-tried to close the gap (XLA, batch size, thread settings, oneDNN off) are in
-details.tf_variants (full run only; XLA compiles for minutes here).
-Needs benchmarks/requirements-peer.txt; without it the key is null with the reason.
+against the other), the sides taking turns (quick: one turn, full: two).
+The full run adds the TensorFlow-side variants (details.tf_variants_vs_torch), each in its own
+process against the same PyTorch figure (the default is fused attention,
+`keras.ops.dot_product_attention`, without XLA): the plain `tf.function`
+with vit_keras' attention, XLA (`jit_compile=True`) with either attention, `tf.config.threading` intra =
+cores / inter = 1, and oneDNN off (`TF_ENABLE_ONEDNN_OPTS=0`). The full run
+adds a batch sweep (4, 16, 32) of both sides (details.batch_sweep).
+Needs benchmarks/requirements-peer.txt; without it the keys are null with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +29,16 @@ import sys
 import common as c
 
 KEYS = ["infer_vs_torch", "torch_infer_img_s", "tf_infer_img_s"]
+BATCH = 16
+# name -> (variant, extra environment)
+VARIANTS = {
+    "plain tf.function (vit_keras attention, no XLA)": ("plain", {}),
+    "XLA, vit_keras attention": ("plain-xla", {}),
+    "XLA + fused attention": ("fused-xla", {}),
+    "default + threads intra=cores inter=1": ("threads", {}),
+    "default + oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)": ("default", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+}
+SWEEP = (4, 16, 32)
 
 
 def measure_torch(batch: int, repeats: int) -> dict:
@@ -54,29 +70,22 @@ def measure_tf(batch: int, repeats: int, variant: str) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     import numpy as np
 
+    from vit_flowers import predict
     from vit_flowers.datasets import preprocess
     from vit_flowers.model import build_classifier, model_config
 
     model = build_classifier(model_config("b16", c.CLASS_NAMES, 224), load_pretrained=False)
     x = np.asarray(preprocess(np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), np.uint8)))
-    if variant in ("xla", "call"):
-        fn = tf.function(lambda v: model(v, training=False), jit_compile=variant == "xla")
-        xt = tf.constant(x)
-        compile_s, _ = c.timed(lambda: fn(xt).numpy())
-
-        def run():
-            fn(xt).numpy()
-    else:
-        compile_s = None
-
-        def run():
-            model.predict(x, batch_size=batch, verbose=0)
-
-    t = c.repeat(run, repeats, warmup=1)
-    return {"img_s": batch / c.median(t), "runs_s": t, "first_call_s": compile_s}
+    options = {}
+    if variant not in ("default", "threads"):
+        options = {"fused": variant.startswith("fused"), "jit_compile": variant.endswith("xla")}
+    first_s, _ = c.timed(lambda: predict.forward(model, x, batch, **options))  # traces (and compiles) once
+    t = c.repeat(lambda: predict.forward(model, x, batch, **options), repeats)
+    return {"img_s": batch / c.median(t), "runs_s": t, "first_call_s": first_s,
+            "options": options or predict.forward_options(model)}
 
 
-def child(side: str, batch: int, repeats: int, variant: str = "predict", env: dict | None = None) -> dict:
+def child(side: str, batch: int, repeats: int, variant: str = "default", env: dict | None = None) -> dict:
     """Run one side in a fresh process; its last stdout line is the JSON."""
     cmd = [sys.executable, __file__, "--side", side, "--batch", str(batch), "--repeats", str(repeats),
            "--variant", variant]
@@ -89,19 +98,20 @@ def child(side: str, batch: int, repeats: int, variant: str = "predict", env: di
 def main(argv=None) -> int:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--side", choices=["torch", "tf"], help="internal: measure one side in this process")
-    p.add_argument("--variant", default="predict", choices=["predict", "call", "xla", "threads"],
+    p.add_argument("--variant", default="default",
+                   choices=["default", "plain", "fused", "plain-xla", "fused-xla", "threads"],
                    help="internal: the TensorFlow-side variant")
-    p.add_argument("--batch", type=int, default=None, help="images per forward pass (default 8 quick, 16 full)")
+    p.add_argument("--batch", type=int, default=BATCH, help="images per forward pass")
     p.add_argument("--repeats", type=int, default=None, help="timed passes per side")
+    p.add_argument("--no-variants", action="store_true", help="only the headline pair")
     args = p.parse_args(argv)
     c.quiet_tensorflow()
-    batch = args.batch or (4 if args.quick else 16)
-    repeats = args.repeats or (2 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 5)
     if args.side == "torch":
-        print(json.dumps(measure_torch(batch, repeats)))
+        print(json.dumps(measure_torch(args.batch, repeats)))
         return 0
     if args.side == "tf":
-        print(json.dumps(measure_tf(batch, repeats, args.variant)))
+        print(json.dumps(measure_tf(args.batch, repeats, args.variant)))
         return 0
 
     try:
@@ -112,33 +122,40 @@ def main(argv=None) -> int:
         print(reason)
         c.emit(args, {k: None for k in KEYS}, notes=[reason])
         return 0
+    batch = args.batch
     turns = 1 if args.quick else 2
     tf_runs, torch_runs = [], []
     for _ in range(turns):
         tf_runs.append(child("tf", batch, repeats))
         torch_runs.append(child("torch", batch, repeats))
+        print(f"batch {batch}: tf {tf_runs[-1]['img_s']:.2f} img/s, torch {torch_runs[-1]['img_s']:.2f} img/s",
+              flush=True)
     tf_img_s = c.median(r["img_s"] for r in tf_runs)
     torch_img_s = c.median(r["img_s"] for r in torch_runs)
-    variants = {"predict": tf_img_s}
-    tried = []
-    if not args.quick:  # XLA compiles for minutes on 2 cores: full run only
-        tried += [("xla", "xla", batch, {}), ("call (tf.function, no XLA)", "call", batch, {}), (f"predict batch {2 * batch}", "predict", 2 * batch, {}),
-                  ("threads intra=cores inter=1", "threads", batch, {}),
-                  ("oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)", "predict", batch, {"TF_ENABLE_ONEDNN_OPTS": "0"})]
-    variant_details = {}
-    for name, variant, b, env in tried:
+    variants, variant_runs = {"package default": tf_img_s}, {}
+    for name, (variant, env) in ({} if args.no_variants or args.quick else VARIANTS).items():
         try:
-            r = child("tf", b, repeats, variant, env)
-            variants[name] = r["img_s"]
-            variant_details[name] = r
+            r = child("tf", batch, 3, variant, env)
+            variants[name], variant_runs[name] = r["img_s"], r
         except RuntimeError as err:
-            variants[name] = None
-            variant_details[name] = {"error": str(err)}
+            variants[name], variant_runs[name] = None, {"error": str(err)}
+        print(f"{name}: {variants[name]}", flush=True)
+    sweep = {}
+    if not args.quick and not args.no_variants:
+        for b in SWEEP:
+            if b == batch:
+                sweep[b] = {"tf_img_s": tf_img_s, "torch_img_s": torch_img_s}
+                continue
+            r_tf = child("tf", b, 3)
+            r_torch = child("torch", b, 3)
+            sweep[b] = {"tf_img_s": r_tf["img_s"], "torch_img_s": r_torch["img_s"]}
+        for v in sweep.values():
+            v["tf_vs_torch"] = v["tf_img_s"] / v["torch_img_s"]
     results = {"infer_vs_torch": tf_img_s / torch_img_s, "torch_infer_img_s": torch_img_s, "tf_infer_img_s": tf_img_s}
-    details = {"batch": batch, "tf_runs": tf_runs, "torch_runs": torch_runs,
-               "tf_variants_img_s": variants,
+    details = {"batch": batch, "turns": turns, "tf_options": tf_runs[0]["options"], "tf_runs": tf_runs,
+               "torch_runs": torch_runs, "tf_variants_img_s": variants,
                "tf_variants_vs_torch": {k: (v / torch_img_s if v else None) for k, v in variants.items()},
-               "tf_variant_runs": variant_details}
+               "tf_variant_runs": variant_runs, "batch_sweep": sweep}
     c.emit(args, results, details)
     return 0
 

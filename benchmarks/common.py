@@ -23,6 +23,8 @@ from typing import Callable, Iterable
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FLOWERS = Path(os.environ.get("VIT_FLOWERS_PHOTOS", ROOT.parent / "shared" / "flower_photos"))
+# read as well when present (`VIT_FLOWERS_PHOTOS_EXTRA`; an empty value turns it off)
+FLOWERS_EXTRA = Path(os.environ.get("VIT_FLOWERS_PHOTOS_EXTRA", ROOT.parent / "shared" / "flower_photos_extra"))
 CLASS_NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 
 if str(ROOT) not in sys.path:  # runnable from a checkout without the editable install
@@ -108,11 +110,30 @@ def emit(args: argparse.Namespace, results: dict, details: dict | None = None, n
     return payload
 
 
-def flower_files() -> list[str]:
-    """The real photos, sorted, or [] when the folder is absent."""
+def photo_folders() -> list[Path]:
+    """The folders of real photos the benchmarks read: flower_photos, and
+    flower_photos_extra beside it when present ([] without the first)."""
     if not FLOWERS.is_dir():
         return []
-    return sorted(str(p) for p in FLOWERS.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    extra = [FLOWERS_EXTRA] if str(FLOWERS_EXTRA) not in ("", ".") and FLOWERS_EXTRA.is_dir() else []
+    return [FLOWERS] + [f for f in extra if f.resolve() != FLOWERS.resolve()]
+
+
+def flower_files() -> list[str]:
+    """The real photos of every folder of `photo_folders`, sorted within each
+    folder, or [] when flower_photos is absent."""
+    return [str(p) for folder in photo_folders()
+            for p in sorted(folder.glob("*/*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+
+
+def photos_note() -> str:
+    """One line for the results: which folders of photos were read, how many files."""
+    folders = photo_folders()
+    if not folders:
+        return f"{FLOWERS} absent: no real photos"
+    counts = [sum(1 for p in f.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) for f in folders]
+    parts = [f"{f.name} ({n})" for f, n in zip(folders, counts)]
+    return f"photos: {' + '.join(parts)} = {sum(counts)} files"
 
 
 def replicate(items: list, count: int) -> list:
