@@ -169,6 +169,21 @@ def _resize(image, size: tuple[int, int]):
     return tf.ensure_shape(tf.cast(tf.clip_by_value(out, 0.0, 255.0), tf.uint8), (height, width, 3))
 
 
+def _decode_jpeg(data, hw, size: tuple[int, int]):
+    """JPEG bytes -> uint8 RGB at the DCT scale (1, 2, 4 or 8) that
+    `vit_flowers.images.reduced_scale` picks for the stored size `hw` and the
+    target `size`, as the package's loader decodes them (libjpeg's scaled
+    decoding, accurate integer IDCT)."""
+    import tensorflow as tf
+
+    short, need = tf.reduce_min(hw), max(size)
+    # index 0..3 -> scale 1, 2, 4, 8: the largest scale keeping the short side >= the target's long side
+    index = tf.reduce_sum(tf.cast(tf.stack([short >= s * need for s in (2, 4, 8)]), tf.int32))
+    return tf.switch_case(index, [
+        (lambda r=ratio: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"))
+        for ratio in (1, 2, 4, 8)])
+
+
 def decode_one(data, index, size: tuple[int, int]):
     """One encoded image (a scalar tf.string) -> uint8 (height, width, 3) at
     `size`; bad bytes fail with a message naming `image_bytes[index]`."""
@@ -192,7 +207,7 @@ def decode_one(data, index, size: tuple[int, int]):
     with tf.control_dependencies(checks):
         image = tf.cond(
             tf.equal(image_format, 0),
-            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: _decode_jpeg(data, hw, size),
             lambda: tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8),
         )
     image = tf.ensure_shape(image, (None, None, None))
