@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK, BadInputError
+from .outputs import SKIPPED_FILE, prepare_output_dir
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -103,7 +104,6 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from .data_sources import source_rows
     from .filelists import check_fractions, class_names_of, write_file_lists
-    from .outputs import prepare_output_dir
 
     check_fractions(args.test_fraction, args.val_fraction)
     prepare_output_dir(args.out)
@@ -470,7 +470,6 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from .model import check_run_files, resolve_run
-    from .outputs import prepare_output_dir
 
     run_dir = resolve_run(args.run)
     run_config = check_run_files(run_dir)
@@ -485,7 +484,7 @@ def run_predict(args: argparse.Namespace) -> int:
     write_outputs(result, run_config.model.class_names, out)
     print(f"{len(result.table)} predicted, {len(result.skipped)} skipped -> {out}")
     if len(result.skipped):
-        print(f"skipped files and reasons: {out / 'skipped_files.csv'}")
+        print(f"skipped files and reasons: {out / SKIPPED_FILE}")
     if not args.no_report:
         from .pages import prediction_page
 
@@ -529,7 +528,6 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
 def run_plot(args: argparse.Namespace) -> int:
     from .comparison import check_options, plot_comparison
     from .model import check_run_files, resolve_run
-    from .outputs import prepare_output_dir
 
     runs = list(args.run) if args.run else [resolve_run(None)]
     check_options(runs, args.limit, args.only, args.discard_ratio, args.batch_size)
@@ -571,7 +569,6 @@ def run_import(args: argparse.Namespace) -> int:
     from .config import RunConfig, TrainConfig
     from .legacy_weights import legacy_class_count
     from .model import CONFIG_FILE, model_config
-    from .outputs import prepare_output_dir
 
     if not args.weights.is_file():
         raise BadInputError(f"{args.weights}: no such file")
@@ -621,7 +618,6 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from .export import parse_formats
     from .model import check_run_files, resolve_run
-    from .outputs import prepare_output_dir
 
     run_dir = resolve_run(args.run)
     check_run_files(run_dir)
@@ -650,7 +646,6 @@ def run_demo(args: argparse.Namespace) -> int:
     from .data_sources import source_rows
     from .filelists import write_file_lists
     from .model import model_config
-    from .outputs import prepare_output_dir
 
     out = prepare_output_dir(args.out)
     # OUT is the run dir itself (`predict --run OUT` works), with the data and outputs inside

@@ -20,13 +20,12 @@ from . import atomic
 from .errors import BadInputError
 from .filelists import is_image_name, list_folder, read_file_list
 from .images import SKIPPED_COLUMNS, decode_image, iter_image_chunks, write_skipped
+from .outputs import REPORT_FILE, SKIPPED_FILE
 
 PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
 GRID_FILE = "prediction_grid.png"
 CONFUSION_FILE = "confusion_matrix.png"
-SKIPPED_FILE = "skipped_files.csv"
-REPORT_FILE = "report.html"
 # the files `predict` writes: those an earlier run left that this one does not rewrite are removed
 OWNED_OUTPUTS = (PREDICTIONS_FILE, METRICS_FILE, GRID_FILE, CONFUSION_FILE, SKIPPED_FILE, REPORT_FILE)
 DISPLAY_SIZE = 160
