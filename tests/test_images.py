@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -258,3 +260,61 @@ def test_a_large_output_array_is_mapped_whole_and_behaves_as_any_array(tmp_path,
     mapped = load_images(paths + [tmp_path / "missing.png"], (24, 32), progress=False)
     assert not mapped.images.flags.owndata and mapped.kept.tolist() == [0, 1, 2]
     np.testing.assert_array_equal(mapped.images, plain)
+
+
+def resident_bytes(array: np.ndarray) -> int:
+    """How much of the mapping that holds `array` is in memory now (Linux's /proc/self/smaps)."""
+    address = array.__array_interface__["data"][0]
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and head == "Rss:":
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no mapping holds the array")
+
+
+def mapping_of(array: np.ndarray):
+    import mmap
+
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return base if isinstance(base, mmap.mmap) else None
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads page residency from Linux's /proc/self/smaps")
+def test_a_large_array_is_a_private_mapping_with_its_pages_made(monkeypatch):
+    """From POPULATE_BYTES on, the array is an anonymous mapping whose pages
+    are all in memory before anything is written (MAP_POPULATE); one byte
+    less is a plain np.empty."""
+    import vit_flowers.images as images
+
+    monkeypatch.setattr(images, "POPULATE_BYTES", 8 << 20)
+    rows = (8 << 20) // (32 * 32 * 3)  # 2730 rows: just under 8 MiB
+    exact = images.new_image_array((8 << 20,))
+    assert mapping_of(exact) is not None and exact.shape == (8 << 20,) and exact.dtype == np.uint8
+    assert resident_bytes(exact) >= 8 << 20
+    big = images.new_image_array((rows + 1, 32, 32, 3))
+    assert mapping_of(big) is not None and big.shape == (rows + 1, 32, 32, 3)
+    assert resident_bytes(big) >= big.nbytes
+    smaller = images.new_image_array(((8 << 20) - 1,))
+    assert mapping_of(smaller) is None and smaller.flags.owndata and smaller.dtype == np.uint8
+
+
+def test_a_large_array_falls_back_to_numpy_when_it_cannot_be_mapped(monkeypatch):
+    import mmap
+
+    import vit_flowers.images as images
+
+    def no_room(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(images, "POPULATE_BYTES", 1)
+    monkeypatch.setattr(mmap, "mmap", no_room)
+    array = images.new_image_array((3, 4, 5, 3))
+    assert array.shape == (3, 4, 5, 3) and array.dtype == np.uint8 and array.flags.owndata

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the scripts in a subprocess imports the package from outside mutmut's copy and never sees the mutant
 TESTS: dict[str, list[str]] = {
     "filelists": ["tests/test_filelists.py", "tests/test_labels.py"],
-    "images": ["tests/test_images.py", "tests/test_decoders.py"],
+    "images": ["tests/test_images.py", "tests/test_decoders.py", "tests/test_loader.py"],
     "datasets": ["tests/test_datasets.py", "tests/test_augment.py"],
     "model": ["tests/test_model.py"],
     "predict": ["tests/test_metrics.py", "tests/test_figures.py", "tests/test_pipeline.py", "tests/test_inputs.py",
