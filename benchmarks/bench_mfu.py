@@ -114,7 +114,7 @@ def main(argv=None) -> int:
 
     mm = c.matmul_gflops(2048, mm_repeats)
     x = np.asarray(preprocess(np.random.default_rng(0).integers(0, 256, (infer_batch, 224, 224, 3), np.uint8)))
-    infer = c.repeat(lambda: predict_arrays(model, x, batch_size=infer_batch), infer_repeats, warmup=1)
+    infer = c.repeat(lambda m=model: predict_arrays(m, x, batch_size=infer_batch), infer_repeats, warmup=1)
     infer_img_s = infer_batch / c.median(infer)
     del model
     tcfg = TrainConfig(batch_size=train_batch, learning_rate=1e-4, augment="none")
