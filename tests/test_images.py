@@ -318,3 +318,27 @@ def test_a_large_array_falls_back_to_numpy_when_it_cannot_be_mapped(monkeypatch)
     monkeypatch.setattr(mmap, "mmap", no_room)
     array = images.new_image_array((3, 4, 5, 3))
     assert array.shape == (3, 4, 5, 3) and array.dtype == np.uint8 and array.flags.owndata
+
+
+def test_a_palette_with_alpha_of_its_own_is_composited_on_white():
+    """A palette image whose palette holds the alpha (as PIL opens a TGA with
+    a 16-bit colour map), with no `transparency` entry: the transparent entry
+    becomes white, the opaque one keeps its colour."""
+    from vit_flowers.images import _to_rgb
+
+    image = Image.new("P", (2, 1))
+    image.putpalette(bytes([255, 0, 0, 0, 0, 255, 0, 255]), "RGBA")  # entry 0: transparent red, 1: opaque green
+    image.putpixel((1, 0), 1)
+    assert "transparency" not in image.info
+    np.testing.assert_array_equal(np.asarray(_to_rgb(image)), [[[255, 255, 255], [0, 255, 0]]])
+
+
+def test_a_system_without_map_populate_gets_a_plain_array(monkeypatch):
+    import mmap
+
+    import vit_flowers.images as images
+
+    monkeypatch.setattr(images, "POPULATE_BYTES", 1)
+    monkeypatch.delattr(mmap, "MAP_POPULATE", raising=False)
+    array = images.new_image_array((3, 4, 5, 3))
+    assert array.shape == (3, 4, 5, 3) and array.dtype == np.uint8 and array.flags.owndata

@@ -79,8 +79,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         if "transparency" in image.info:  # a transparent grey level (PNG tRNS): white, as alpha would be
             gray[values == image.info["transparency"]] = 255
         return Image.fromarray(gray, mode="L").convert("RGB")
-    if "transparency" in image.info and image.mode in ("1", "L", "P", "RGB"):
-        # a transparent colour or palette entries (PNG tRNS, GIF): an alpha channel, composited below
+    palette_alpha = image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA"
+    if palette_alpha or ("transparency" in image.info and image.mode in ("1", "L", "P", "RGB")):
+        # a transparent colour or palette entries (PNG tRNS, GIF; a TGA's 16-bit colour map has its
+        # alpha in the palette itself): an alpha channel, composited below
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
