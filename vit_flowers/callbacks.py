@@ -23,6 +23,7 @@ from typing import Optional
 
 from . import atomic
 from .config import TrainConfig
+from .interrupt import raise_if_interrupted
 from .rundir import HISTORY_FILE, EpochState, RunState, backup_dir, epoch_weights_name, write_state
 
 EARLY_STOPPING_STATE = ("wait", "best", "best_epoch", "stopped_epoch")
@@ -196,10 +197,19 @@ def ema_callbacks() -> tuple:
     return AverageIn(), AverageOut()
 
 
+def interrupt_check():
+    """Raises a pending Ctrl-C at the end of each training and validation
+    batch (see `vit_flowers.interrupt`)."""
+    import keras
+
+    return keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs=None: raise_if_interrupted(),
+                                          on_test_batch_end=lambda batch, logs=None: raise_if_interrupted())
+
+
 def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, keep_previous: bool = False,
                    resumed: Optional[RunState] = None, best_weights: Optional[list] = None) -> list:
     """The run's callbacks, in the order they must run at each epoch end:
-    the rate logger, EarlyStopping and ReduceLROnPlateau (their decisions; with
+    the pending Ctrl-C check, the rate logger, EarlyStopping and ReduceLROnPlateau (their decisions; with
     `ema_momentum`, between the two callbacks that swap the average in and out),
     CSVLogger (history.csv), then the backup that commits the epoch. A kill
     between the log and the backup repeats no epoch: a resumed run cuts the
@@ -214,7 +224,7 @@ def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, keep_previous
         plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, cfg.patience // 2),
                                                     min_lr=1e-7)
     average_in, average_out = ema_callbacks() if cfg.ema_momentum > 0 else (None, None)
-    callbacks = [learning_rate_logger()]
+    callbacks = [interrupt_check(), learning_rate_logger()]
     if average_in is not None:
         callbacks.append(average_in)
     callbacks.append(early_stopping)

@@ -20,6 +20,7 @@ from .config import RunConfig, TrainConfig, check_fits_memory
 from .errors import BadInputError, ConfigError
 from .filelists import read_file_list, require_classes
 from .images import load_images, write_skipped
+from .interrupt import deferred_interrupt
 from .model import CONFIG_FILE, WEIGHTS_FILE, build_classifier, save_weights
 from .rundir import (CURVES_FILE, SKIPPED_FILE, RunState, align_state, backup_dir, is_finished, prepare_run_dir,
                      read_history, read_state, trim_history)
@@ -285,8 +286,9 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
             run_dir, cfg, has_val, keep_previous=env.gather_ints is not None, resumed=state,
             best_weights=best_weights)
         # the dataset orders and shuffles itself, seeded per epoch
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start_epoch,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose=options.verbose, shuffle=False)
+        with deferred_interrupt():  # Ctrl-C raised at a batch end, never lost in a gc callback
+            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start_epoch,
+                      steps_per_epoch=steps, callbacks=callbacks, verbose=options.verbose, shuffle=False)
     if options.stream and streamed:
         skipped = pd.DataFrame(sorted(set(streamed)), columns=["file", "reason"])
         write_skipped(skipped, run_dir / SKIPPED_FILE)
