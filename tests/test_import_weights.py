@@ -7,7 +7,8 @@ tfa.activations.gelu), BatchNormalization, Dense(5, softmax)) built by
 vit-keras 0.1.2 on Keras 2 (`tf_keras`, with TF_USE_LEGACY_KERAS=1) and
 saved with `model.save_weights('test_model.h5')`. vit-keras 0.1.2 imports
 tensorflow-addons (for gelu) and validators, which have no build for this
-TensorFlow: two stubs stand in for the one function of each it calls. The
+TensorFlow, and pkg_resources, which setuptools no longer ships: three
+stubs stand in for the one function of each it calls. The
 ViT is small (two layers, 32 px) so that the test runs in seconds; its
 layers and array names are those of vit_b16.
 """
@@ -41,6 +42,13 @@ STUBS = {
         activations = types.SimpleNamespace(gelu=_gelu)
     """),
     "validators.py": "def url(value):\n    return str(value).startswith(('http://', 'https://'))\n",
+    # vit-keras 0.1.2 finds its class list with pkg_resources, which setuptools no longer ships (and a
+    # venv may have no setuptools at all)
+    "pkg_resources.py": textwrap.dedent("""
+        import importlib.resources
+        def resource_filename(package, name):
+            return str(importlib.resources.files(package) / name)
+    """),
 }
 
 POST_MODEL = textwrap.dedent("""
