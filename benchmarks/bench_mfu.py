@@ -46,6 +46,7 @@ def train_step_seconds(model_cfg, train_cfg, batch: int, steps: int, determinist
     import tensorflow as tf
 
     if deterministic:
+        keras.utils.set_random_seed(0)  # determinism refuses random ops (dropout, initialisers) without a seed
         tf.config.experimental.enable_op_determinism()
 
     from vit_flowers.datasets import array_dataset
