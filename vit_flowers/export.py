@@ -176,12 +176,15 @@ def _decode_jpeg(data, hw, size: tuple[int, int]):
     decoding, accurate integer IDCT)."""
     import tensorflow as tf
 
+    from .images import REDUCED_SCALES
+
+    scales = (1, *sorted(REDUCED_SCALES))
     short, need = tf.reduce_min(hw), max(size)
-    # index 0..3 -> scale 1, 2, 4, 8: the largest scale keeping the short side >= the target's long side
-    index = tf.reduce_sum(tf.cast(tf.stack([short >= s * need for s in (2, 4, 8)]), tf.int32))
+    # how many scales above 1 keep the short side >= the target's long side: the index of the largest one
+    index = tf.reduce_sum(tf.cast(tf.stack([short >= s * need for s in scales[1:]]), tf.int32))
     return tf.switch_case(index, [
         (lambda r=ratio: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"))
-        for ratio in (1, 2, 4, 8)])
+        for ratio in scales])
 
 
 def decode_one(data, index, size: tuple[int, int]):

@@ -144,6 +144,7 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # OpenCV's reduced-scale JPEG decoding: 1/2, 1/4, 1/8 of each side (the DCT
 # scaling of libjpeg), for colour read straight as RGB
 _REDUCED = ((8, 64), (4, 32), (2, 16))  # scale, cv2.IMREAD_REDUCED_GRAYSCALE_<scale> (16, 32, 64: one bit each)
+REDUCED_SCALES = tuple(scale for scale, _ in _REDUCED)  # 8, 4, 2: the rule `reduced_scale` tries
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
