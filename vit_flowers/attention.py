@@ -313,16 +313,29 @@ class AttentionExplainer:
         import tensorflow as tf
 
         reduce = {"mean": tf.reduce_mean, "max": tf.reduce_max, "min": tf.reduce_min}[head_fusion]
-        distances = tf.constant(distance_matrix(self.grid, self.patch_size), tf.float32)
+        # The mean attention distance as one matrix-vector product per layer: the patch-to-patch
+        # distances padded with zeros where the class token is the query or the key, flattened,
+        # and divided by the number of query patches.
+        patches = self.grid[0] * self.grid[1]
+        padded = np.pad(distance_matrix(self.grid, self.patch_size), ((1, 0), (1, 0))) / patches
+        distances = tf.constant(padded.reshape(-1, 1), tf.float32)
 
         @tf.function(input_signature=[self._spec()])
         def summarise(x):
             features, *attention = self._graph(x, training=False)
             probs, _ = self._scores(features)
-            stack = tf.stack([tf.cast(a, tf.float32) for a in attention], axis=1)  # N, L, H, T, T
-            patch = stack[..., 1:, 1:]
-            distance = tf.reduce_mean(tf.reduce_sum(patch * distances, axis=-1), axis=-1)
-            out = {"fused": reduce(stack, axis=2), "cls_heads": stack[:, :, :, 0, :], "distance": distance}
+            fused, cls_heads, distance = [], [], []
+            # Each layer is reduced as it comes (N, H, T, T -> N, T, T and smaller): stacking the
+            # raw weights first would copy all of them (0.7 GB for ViT-B/16 at batch 32) once more.
+            for a in attention:
+                a = tf.cast(a, tf.float32)
+                shape = tf.shape(a)
+                fused.append(reduce(a, axis=1))
+                cls_heads.append(a[:, :, 0, :])
+                flat = tf.reshape(a, [shape[0] * shape[1], -1])
+                distance.append(tf.reshape(tf.matmul(flat, distances), [shape[0], shape[1]]))
+            out = {"fused": tf.stack(fused, axis=1), "cls_heads": tf.stack(cls_heads, axis=1),
+                   "distance": tf.stack(distance, axis=1)}
             if probs is not None:
                 out["probs"] = probs
             return out
