@@ -1,7 +1,7 @@
 """Figure 6: the batched attention rollout against a bare forward pass and against vit_keras' attention_map.
 
 - attention_vs_forward: seconds of the project's `AttentionExplainer.rollout`
-  on a batch (32 images, quick: 8; masks, upsampling, the post's picture and
+  on a batch (32 images, quick: 4; masks, upsampling, the post's picture and
   the overlay included) over seconds of a bare forward pass of the same
   batch through the same vit_keras graph (`predict.forward` with vit_keras'
   own attention, no XLA: the pass that produces the attention weights the
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     from vit_flowers.model import build_classifier, model_config
     from vit_flowers.predict import forward
 
-    n, repeats = (8, 2) if args.quick else (32, 3)
+    n, repeats = (4, 2) if args.quick else (32, 3)
     model = build_classifier(model_config("b16", c.CLASS_NAMES, 224), load_pretrained=False)
     backbone = model.layers[0]
     photos = c.flower_files()

@@ -2,7 +2,7 @@
 
 The shipped model is exported by `vit_flowers.export.export_run` (SavedModel
 and both TFLite files) into a temporary folder; then, in this process,
-every side predicts the same real photos (512, quick: 256) in batches of 32,
+every side predicts the same real photos (512, quick: 128) in batches of 32,
 the sides taking turns:
 
 - export_savedmodel_vs_predict: images/s of the SavedModel's
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from vit_flowers.model import DEFAULT_MODEL_DIR, load_run
     from vit_flowers.predict import predict_arrays, predict_files
 
-    n, batch, repeats = (256, 32, 3) if args.quick else (512, 32, 5)
+    n, batch, repeats = (128, 32, 3) if args.quick else (512, 32, 5)
     latency_calls = 20 if args.quick else 50
     model, run_config = load_run(DEFAULT_MODEL_DIR)
     size = tuple(run_config.model.image_size)

@@ -20,7 +20,7 @@ train_mfu: `model.fit` steps through train.array_dataset + train.compile_model
 on random uint8 images, the first (tracing) step excluded, with op
 determinism on as `vit-flowers train` has it by default (then Keras compiles
 without XLA); details.train_no_deterministic_xla is the same with
---no-deterministic, where Keras compiles the step with XLA.
+--no-deterministic, where Keras compiles the step with XLA (full run only).
 """
 
 from __future__ import annotations
@@ -119,16 +119,17 @@ def main(argv=None) -> int:
     infer_img_s = infer_batch / c.median(infer)
     del model
     tcfg = TrainConfig(batch_size=train_batch, learning_rate=1e-4, augment="none")
-    steps_xla = train_step_seconds(cfg, tcfg, train_batch, train_steps)  # --no-deterministic: XLA
+    # --no-deterministic (XLA): a reported variant, full run only (it doubles the figure's time)
+    steps_xla = None if args.quick else train_step_seconds(cfg, tcfg, train_batch, train_steps)
     steps = train_step_seconds(cfg, tcfg, train_batch, train_steps, deterministic=True)  # the default
     train_img_s = train_batch / c.median(steps)
-    train_xla_img_s = train_batch / c.median(steps_xla)
+    train_xla_img_s = train_batch / c.median(steps_xla) if steps_xla else None
     mm_after = c.matmul_gflops(2048, mm_repeats)  # the machine is shared: measure it on both sides
     peak = c.median(mm["seconds"] + mm_after["seconds"])
     peak_gflops = 2.0 * 2048 ** 3 / peak / 1e9
     infer_mfu = flops["forward"] * infer_img_s / (peak_gflops * 1e9)
     train_mfu = flops["train"] * train_img_s / (peak_gflops * 1e9)
-    train_xla_mfu = flops["train"] * train_xla_img_s / (peak_gflops * 1e9)
+    train_xla_mfu = flops["train"] * train_xla_img_s / (peak_gflops * 1e9) if train_xla_img_s else None
     results = {
         "infer_mfu": infer_mfu, "train_mfu": train_mfu, "infer_img_s": infer_img_s, "train_img_s": train_img_s,
         "matmul_gflops": peak_gflops, "vit_b16_gflops_per_image": flops["forward"] / 1e9,

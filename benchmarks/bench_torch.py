@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-variants", action="store_true", help="only the headline pair")
     args = p.parse_args(argv)
     c.quiet_tensorflow()
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (2 if args.quick else 5)
     if args.side == "torch":
         print(json.dumps(measure_torch(args.batch, repeats)))
         return 0

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         scores_file.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     total = {k: sum(s["counts"][k] for s in scores.values()) for k in ("killed", "survived", "timeout")}
     reached = sum(total.values())
-    print(f"all modules run so far: {total}, score {total['killed'] / reached if reached else 0:.3f}")
+    print(f"all modules run so far: {total}, score {(total['killed'] + total['timeout']) / reached if reached else 0:.3f}")
     return 0
 
 
