@@ -130,3 +130,20 @@ def test_an_unexpected_error_is_one_line_naming_where_the_traceback_went(tiny_ru
     code = cli.main(["predict", "--run", str(tiny_run), "--images", image, "--out", str(tmp_path / "out"),
                      "--debug"])
     assert code == 1 and "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_a_folder_of_only_unreadable_files_is_bad_input_with_the_reasons_kept(odd_folder, tiny_run, tmp_path, capsys):
+    """Nothing predicted is not a success: exit 2, one line naming a file and its reason,
+    and skipped_files.csv still written with every reason."""
+    (odd_folder / "roses" / "good.jpg").unlink()
+    os.unlink(os.path.join(os.fsencode(odd_folder), b"roses", LATIN1))
+    (odd_folder / "roses" / "line\rbreak.jpg").unlink()
+    out = tmp_path / "out"
+    code = cli.main(["predict", "--run", str(tiny_run), "--images", str(odd_folder), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "none of the 5 input files could be read" in err and "skipped_files.csv" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    skipped = _csv(out / "skipped_files.csv")
+    assert dict(zip(skipped["file"].map(lambda f: Path(f).name), skipped["reason"])) == REASONS
+    assert not (out / "report.html").exists()

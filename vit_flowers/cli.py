@@ -485,6 +485,12 @@ def run_predict(args: argparse.Namespace) -> int:
     print(f"{len(result.table)} predicted, {len(result.skipped)} skipped -> {out}")
     if len(result.skipped):
         print(f"skipped files and reasons: {out / SKIPPED_FILE}")
+    if len(result.table) == 0 and len(result.skipped):  # every input was unreadable: nothing to report, and not a success
+        first = result.skipped.iloc[0]
+        print(f"error: none of the {len(result.skipped)} input files could be read "
+              f"(first: {first['file']}: {first['reason']}); the reasons are in {out / SKIPPED_FILE}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not args.no_report:
         from .pages import prediction_page
 
