@@ -113,3 +113,55 @@ def test_streaming_resized_crop_decodes_large_and_crops_to_the_model(tmp_path):
                       augment="resized-crop", seed=0, output_size=(16, 16))
     x, y = next(iter(ds))
     assert x.shape == (4, 16, 16, 3) and y.shape == (4, 2)
+
+
+def _batches(ds) -> list:
+    return [tuple(np.asarray(t) for t in b) if isinstance(b, tuple) else np.asarray(b) for b in ds]
+
+
+def test_evaluation_pass_is_every_image_once_in_order_preprocessed_with_its_label():
+    """The default (training=False) is one finite pass: batches in order, the last one short
+    (or dropped with drop_remainder), each image preprocessed and paired with its one-hot label."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (7, 8, 8, 3)).astype(np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2, 1])
+    batches = _batches(array_dataset(images, labels, 3, batch_size=3))
+    assert [len(x) for x, _ in batches] == [3, 3, 1]
+    np.testing.assert_allclose(np.concatenate([x for x, _ in batches]), np.asarray(preprocess(images)), atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), np.eye(3, dtype=np.float32)[labels])
+    assert [len(x) for x, _ in _batches(array_dataset(images, labels, 3, batch_size=3, drop_remainder=True))] == [3, 3]
+
+
+def test_evaluation_pass_without_labels_gives_images_alone():
+    images = np.random.default_rng(4).integers(0, 256, (5, 8, 8, 3)).astype(np.uint8)
+    batches = _batches(array_dataset(images, None, 3, batch_size=2))
+    assert all(isinstance(b, np.ndarray) for b in batches) and [len(b) for b in batches] == [2, 2, 1]
+    np.testing.assert_allclose(np.concatenate(batches), np.asarray(preprocess(images)), atol=1e-6)
+
+
+def test_training_without_labels_is_refused():
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="^training needs labels$"):
+        array_dataset(images, None, 3, batch_size=2, training=True)
+
+
+def test_training_defaults_are_seed_0_from_epoch_0_at_strength_half():
+    """Without seed, start_epoch or rand_strength a training stream is the one of seed 0 from
+    epoch 0 at strength 0.5 (the values the run's config records as its defaults, so a resumed run
+    that passes them explicitly sees the same stream)."""
+    images = np.random.default_rng(5).integers(0, 256, (8, 8, 8, 3)).astype(np.uint8)
+    labels = np.arange(8) % 4
+
+    def first(**kw):
+        ds = array_dataset(images, labels, 4, batch_size=4, training=True, augment="basic", **kw)
+        return [np.asarray(x) for x, _ in ds.take(4)]
+
+    default = first()
+    for a, b in zip(default, first(seed=0, start_epoch=0)):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(default, first(seed=1)))
+    assert any(not np.array_equal(a, b) for a, b in zip(default, first(start_epoch=1)))
+    strong = first(rand_ops=2)
+    for a, b in zip(strong, first(rand_ops=2, rand_strength=0.5)):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(strong, first(rand_ops=2, rand_strength=1.0)))
