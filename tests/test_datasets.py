@@ -41,6 +41,8 @@ def test_mixup_mixes_images_and_labels_alike():
         np.testing.assert_allclose(x, 1.0 * y[0] + 3.0 * y[1], rtol=1e-5)  # image mixed as its label
         weights.append(y[0])
     assert 0.2 < np.std(weights)  # Beta(0.4, 0.4) puts weight near 0 and 1
+    assert all(0.0 <= w <= 1.0 for w in weights)  # a weight, never an extrapolation
+    assert 0.3 < np.mean(weights) < 0.7  # symmetric: neither example favoured
 
 
 def test_mixup_in_the_pipeline_gives_soft_labels():
@@ -125,11 +127,11 @@ def test_evaluation_pass_is_every_image_once_in_order_preprocessed_with_its_labe
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (7, 8, 8, 3)).astype(np.uint8)
     labels = np.array([0, 1, 2, 0, 1, 2, 1])
-    batches = _batches(array_dataset(images, labels, 3, batch_size=3))
+    batches = _batches(array_dataset(images, labels, 4, batch_size=3))  # 4 classes, the last never present
     assert [len(x) for x, _ in batches] == [3, 3, 1]
     np.testing.assert_allclose(np.concatenate([x for x, _ in batches]), np.asarray(preprocess(images)), atol=1e-6)
-    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), np.eye(3, dtype=np.float32)[labels])
-    assert [len(x) for x, _ in _batches(array_dataset(images, labels, 3, batch_size=3, drop_remainder=True))] == [3, 3]
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), np.eye(4, dtype=np.float32)[labels])
+    assert [len(x) for x, _ in _batches(array_dataset(images, labels, 4, batch_size=3, drop_remainder=True))] == [3, 3]
 
 
 def test_evaluation_pass_without_labels_gives_images_alone():

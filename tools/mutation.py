@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS: dict[str, list[str]] = {
     "filelists": ["tests/test_filelists.py", "tests/test_labels.py"],
     "images": ["tests/test_images.py", "tests/test_decoders.py", "tests/test_loader.py"],
-    "datasets": ["tests/test_datasets.py", "tests/test_augment.py"],
+    "datasets": ["tests/test_datasets.py", "tests/test_augment.py", "tests/test_recipe.py", "-k", "not recipe or cutmix or rand"],
     "model": ["tests/test_model.py"],
     "predict": ["tests/test_metrics.py", "tests/test_figures.py", "tests/test_pipeline.py", "tests/test_inputs.py",
                 "-k", "not script and not demo and not prepare and not training and not resized_crop "
