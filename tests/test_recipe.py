@@ -291,3 +291,41 @@ def test_training_batches_carry_the_rand_operations(synthetic_data):
     weak = first_batch(rand_augment=1, rand_strength=0.0)
     same = [np.allclose(a, b, atol=1e-4) for a, b in zip(weak, plain)]
     assert sum(same) >= 4
+
+
+def _cutmix_boxes(height: int, width: int, draws: int) -> np.ndarray:
+    """The pasted mask of `draws` CutMix draws on a height x width pair (share 1)."""
+    a = (np.zeros((height, width, 3), np.float32), np.array([1.0, 0.0], np.float32))
+    b = (np.ones((height, width, 3), np.float32), np.array([0.0, 1.0], np.float32))
+    return np.stack([np.asarray(cutmix_pair(a, b, 1.0, step)[0])[..., 0] == 1.0 for step in range(draws)])
+
+
+def _oracle_mean_area(height: int, width: int, draws: int = 200_000) -> float:
+    """The rule as its docstring states it, in NumPy: sides sqrt(U) of the image's, centre
+    uniform anywhere, clipped at the borders; the mean share of the image pasted."""
+    rng = np.random.default_rng(0)
+    side = np.sqrt(rng.random(draws))
+    half_h, half_w = np.round(side * height / 2), np.round(side * width / 2)
+    cy, cx = np.floor(rng.random(draws) * height), np.floor(rng.random(draws) * width)
+    rows = np.minimum(cy + half_h, height) - np.maximum(cy - half_h, 0)
+    cols = np.minimum(cx + half_w, width) - np.maximum(cx - half_w, 0)
+    return float((rows * cols).mean() / (height * width))
+
+
+def test_cutmix_boxes_are_centred_anywhere_with_the_stated_sizes_on_a_non_square_image():
+    """On a 12 x 20 image over 600 draws: the mean pasted share matches the rule's (sides of
+    sqrt(U) times the image's, clipped), every border row and column is reached, and the box's
+    centre row is independent of its column and of its size."""
+    height, width, draws = 12, 20, 600
+    masks = _cutmix_boxes(height, width, draws)
+    areas = masks.mean(axis=(1, 2))
+    expected = _oracle_mean_area(height, width)
+    assert abs(areas.mean() - expected) < 4 * areas.std() / np.sqrt(draws), (areas.mean(), expected)
+    for edge in (masks[:, 0, :], masks[:, -1, :], masks[:, :, 0], masks[:, :, -1]):
+        assert edge.any(axis=1).mean() > 0.1  # the first and last rows and columns get pasted
+    boxed = masks.any(axis=(1, 2))
+    rows = np.array([np.flatnonzero(m.any(axis=1)).mean() for m in masks[boxed]]) / (height - 1)
+    cols = np.array([np.flatnonzero(m.any(axis=0)).mean() for m in masks[boxed]]) / (width - 1)
+    assert abs(rows.mean() - 0.5) < 0.06 and abs(cols.mean() - 0.5) < 0.06  # centred anywhere, no side favoured
+    assert abs(np.corrcoef(rows, cols)[0, 1]) < 0.2  # the row and the column drawn apart
+    assert abs(np.corrcoef(rows, areas[boxed])[0, 1]) < 0.2  # the size drawn apart from the place
