@@ -329,3 +329,16 @@ def test_cutmix_boxes_are_centred_anywhere_with_the_stated_sizes_on_a_non_square
     assert abs(rows.mean() - 0.5) < 0.06 and abs(cols.mean() - 0.5) < 0.06  # centred anywhere, no side favoured
     assert abs(np.corrcoef(rows, cols)[0, 1]) < 0.2  # the row and the column drawn apart
     assert abs(np.corrcoef(rows, areas[boxed])[0, 1]) < 0.2  # the size drawn apart from the place
+
+
+def test_cutmix_decides_the_cut_apart_from_the_box_size():
+    """At share 0.5 about half the examples are cut, and the boxes of those that are have the
+    sizes of all boxes: the decision is not drawn from the number that sizes the box."""
+    height, width, draws = 12, 20, 600
+    a = (np.zeros((height, width, 3), np.float32), np.array([1.0, 0.0], np.float32))
+    b = (np.ones((height, width, 3), np.float32), np.array([0.0, 1.0], np.float32))
+    areas = np.array([float(np.asarray(cutmix_pair(a, b, 0.5, step)[0]).mean()) for step in range(draws)])
+    cut = areas > 0
+    assert 0.4 < cut.mean() < 0.6
+    expected, spread = _oracle_mean_area(height, width), np.sqrt(1 / 12)
+    assert abs(areas[cut].mean() - expected) < 4 * spread / np.sqrt(cut.sum()), (areas[cut].mean(), expected)
