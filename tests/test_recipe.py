@@ -19,9 +19,11 @@ from conftest import tiny_run_config
 
 
 # ------------------------------------------------------------ CutMix
-def _pair(side: int = 16):
-    a = (np.zeros((side, side, 3), np.float32), np.array([1.0, 0.0], np.float32))
-    b = (np.ones((side, side, 3), np.float32), np.array([0.0, 1.0], np.float32))
+def _pair(height: int = 16, width: int | None = None):
+    """A black and a white example (one-hot labels 0 and 1): b's pixels are 1, a's are 0."""
+    shape = (height, width or height, 3)
+    a = (np.zeros(shape, np.float32), np.array([1.0, 0.0], np.float32))
+    b = (np.ones(shape, np.float32), np.array([0.0, 1.0], np.float32))
     return a, b
 
 
@@ -293,11 +295,10 @@ def test_training_batches_carry_the_rand_operations(synthetic_data):
     assert sum(same) >= 4
 
 
-def _cutmix_boxes(height: int, width: int, draws: int) -> np.ndarray:
-    """The pasted mask of `draws` CutMix draws on a height x width pair (share 1)."""
-    a = (np.zeros((height, width, 3), np.float32), np.array([1.0, 0.0], np.float32))
-    b = (np.ones((height, width, 3), np.float32), np.array([0.0, 1.0], np.float32))
-    return np.stack([np.asarray(cutmix_pair(a, b, 1.0, step)[0])[..., 0] == 1.0 for step in range(draws)])
+def _cutmix_boxes(height: int, width: int, draws: int, share: float = 1.0) -> np.ndarray:
+    """The pasted mask of `draws` CutMix draws on a height x width pair."""
+    a, b = _pair(height, width)
+    return np.stack([np.asarray(cutmix_pair(a, b, share, step)[0])[..., 0] == 1.0 for step in range(draws)])
 
 
 def _oracle_mean_area(height: int, width: int, draws: int = 200_000) -> float:
@@ -335,9 +336,7 @@ def test_cutmix_decides_the_cut_apart_from_the_box_size():
     """At share 0.5 about half the examples are cut, and the boxes of those that are have the
     sizes of all boxes: the decision is not drawn from the number that sizes the box."""
     height, width, draws = 12, 20, 600
-    a = (np.zeros((height, width, 3), np.float32), np.array([1.0, 0.0], np.float32))
-    b = (np.ones((height, width, 3), np.float32), np.array([0.0, 1.0], np.float32))
-    areas = np.array([float(np.asarray(cutmix_pair(a, b, 0.5, step)[0]).mean()) for step in range(draws)])
+    areas = _cutmix_boxes(height, width, draws, share=0.5).mean(axis=(1, 2))
     cut = areas > 0
     assert 0.4 < cut.mean() < 0.6
     expected, spread = _oracle_mean_area(height, width), np.sqrt(1 / 12)
