@@ -93,6 +93,12 @@ def trained_tiny_run(work_root: Path) -> Path:
     return target / "tiny"
 
 
+def mutation_score(counts: dict) -> float | None:
+    """Killed and timed-out mutants over the mutants some test reached; None when none was."""
+    reached = sum(counts[k] for k in ("killed", "survived", "timeout", "suspicious", "segfault"))
+    return (counts["killed"] + counts["timeout"]) / reached if reached else None
+
+
 def run_module(module: str, work_root: Path, mutmut: str, log) -> dict:
     work = work_root / module
     shutil.rmtree(work, ignore_errors=True)
@@ -119,8 +125,7 @@ def run_module(module: str, work_root: Path, mutmut: str, log) -> dict:
     for name in survivors:
         shown = subprocess.run([mutmut, "show", name], cwd=work, capture_output=True, text=True).stdout
         diffs.append(f"## {name}\n{shown.strip()}\n")
-    reached = counts["killed"] + counts["survived"] + counts["timeout"] + counts["suspicious"] + counts["segfault"]
-    score = (counts["killed"] + counts["timeout"]) / reached if reached else None
+    score = mutation_score(counts)
     log(f"{module}: {counts} score {score if score is None else round(score, 3)} ({time.time() - started:.0f} s)")
     return {"counts": counts, "score": score, "tests": TESTS[module], "seconds": round(time.time() - started),
             "survivors": diffs}
@@ -149,9 +154,9 @@ def main(argv=None) -> int:
         scores[module] = result
         (args.out / f"survivors_{module}.txt").write_text("\n".join(survivors), encoding="utf-8")
         scores_file.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
-    total = {k: sum(s["counts"][k] for s in scores.values()) for k in ("killed", "survived", "timeout")}
-    reached = sum(total.values())
-    print(f"all modules run so far: {total}, score {(total['killed'] + total['timeout']) / reached if reached else 0:.3f}")
+    total = {k: sum(s["counts"][k] for s in scores.values()) for k in STATUSES}
+    score = mutation_score(total)
+    print(f"all modules run so far: {total}, score {score if score is None else round(score, 3)}")
     return 0
 
 
