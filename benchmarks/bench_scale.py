@@ -137,7 +137,7 @@ def main(argv=None) -> int:
                         zip(listed["base_path"], listed["type_dir"], listed["file_name"])]
         one = 200 if args.quick else len(train_photos)
         # every k-th row, not the first rows: the list is sorted by class, and training needs them all
-        train_photos = train_photos[::len(train_photos) // one][:one]
+        train_photos = train_photos[::max(1, len(train_photos) // one)][:one]
         stream = {}
         for factor in (1, 4):
             folder = tmp / f"train_{factor}"
