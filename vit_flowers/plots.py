@@ -230,7 +230,7 @@ def per_head_figure(images: np.ndarray, heads: np.ndarray, layer_label: str, pat
     """One row per image: the image, then the class token's attention of each head
     in one layer (each panel on its own colour scale; the title gives its peak)."""
     count, num_heads = heads.shape[0], heads.shape[1]
-    fig, axes = plt.subplots(count, num_heads + 1, figsize=(2.1 * (num_heads + 1), 2.3 * count), squeeze=False)
+    fig, axes = plt.subplots(count, num_heads + 1, figsize=(2.1 * (num_heads + 1), 2.6 * count), squeeze=False)
     height, width = images.shape[1:3]
     for r in range(count):
         axes[r, 0].imshow(images[r])
@@ -258,6 +258,7 @@ def attention_distance_figure(distance: np.ndarray, path: str | Path, title: str
     ax.set_ylabel("mean attention distance (pixels)")
     ax.set_title(title or "mean attention distance per head")
     ax.grid(alpha=0.3)
+    ax.set_axisbelow(True)  # the grid under the dots, not across them
     if num_heads <= 16:
         ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
