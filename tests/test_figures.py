@@ -6,8 +6,11 @@ shows its own panel's labels (two renders that differ in one label differ
 in that panel's title line and nowhere else); the confusion matrix's cells
 have the colour and the number of their count; the attention overlay is
 hottest where the attention peak was put; the training curves go through
-the values of the history. Finally the `predict` command's own figures are
-checked against its `metrics.json` and `predictions.csv`.
+the values of the history; the `plot` command's figures put each map under
+(or beside) its own image and frame and colour each run's verdict, each
+head's panel is brightest at that head's peak, and the attention distances
+lie on one axis. Finally the `predict` command's own figures are checked
+against its `metrics.json` and `predictions.csv`.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def frame_share(png: np.ndarray, box) -> float:
 def title_band(png: np.ndarray, box) -> tuple[slice, slice]:
     """Rows and columns of the two title lines above a panel's image (titles are narrower than panels)."""
     top, _, left, right = box
-    return slice(top - 40, top - 4), slice(left, right + 1)
+    return slice(max(0, top - 40), top - 4), slice(left, right + 1)
 
 
 def title_inks(png: np.ndarray, box) -> tuple[int, int]:
@@ -459,3 +462,140 @@ def test_predict_figures_agree_with_metrics_and_predictions(tiny_run, synthetic_
     shown = table.iloc[plots.evenly_spaced(len(table), 16)]
     wrong = {k for k, (t, p) in enumerate(zip(shown["true"], shown["pred"])) if t != p}
     assert framed_cells(read_png(out / "prediction_grid.png")) == wrong
+
+
+# ------------------------------------------------------------ attention figures of `plot`
+def ink_count(png: np.ndarray, box, colour, tolerance: int = 40) -> int:
+    """Pixels near `colour` in the title band above a panel, frame rows left out (as title_inks)."""
+    rows, cols = title_band(png, box)
+    band = png[rows, cols]
+    red_rows = np.convolve(near(band, WRONG_RGB, 40).mean(axis=1) > 0.5, np.ones(5), mode="same") > 0
+    found = near(band, colour, tolerance)
+    found[red_rows] = False
+    return int(found.sum())
+
+
+RIGHT_RGB = np.array([int(plots.RIGHT_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
+
+
+def map_colour(i: int) -> tuple[int, int, int]:
+    """A flat colour for attention map i, apart from every panel_colour and from red and grey."""
+    return (90 + 9 * i, 40, 230)
+
+
+def flat_maps(count: int, offset: int = 0) -> np.ndarray:
+    maps = np.zeros((count, 8, 8, 3), np.uint8)
+    for i in range(count):
+        maps[i] = map_colour(i + offset)
+    return maps
+
+
+def test_attention_grid_puts_each_map_under_its_image_and_frames_wrong_pairs(tmp_path):
+    """Six images in rows of four: image i above map i in block i // 4, column
+    i % 4; a wrong prediction frames both its panels red and reddens its title,
+    a right one (or one of unknown truth) frames neither."""
+    true = ["daisy", "roses", "tulips", None, "daisy", "roses"]
+    pred = ["daisy", "tulips", "tulips", "roses", "dandelion", "roses"]
+    wrong = {1, 4}
+    png = read_png(plots.attention_grid(flat_images(6), flat_maps(6), true, pred, tmp_path / "ag.png",
+                                        confidence=[0.5] * 6, cols=4))
+    height, width = png.shape[:2]
+    for i in range(6):
+        image, att = image_box(png, panel_colour(i)), image_box(png, map_colour(i))
+        assert image[1] < att[0] < image[1] + 40 and abs(image[2] - att[2]) <= 2, f"map {i} is not under image {i}"
+        block = (image[0] + att[1]) // 2 * 2 // height
+        column = (image[2] + image[3]) // 2 * 4 // width
+        assert (block, column) == divmod(i, 4), i
+        for box in (image, att):
+            share = frame_share(png, box)
+            assert share > 0.95 if i in wrong else share == 0, (i, share)
+        red, black = title_inks(png, image)
+        assert (red > 100 and black == 0) if i in wrong else (red == 0 and black > 100), (i, red, black)
+
+
+def test_comparison_grid_colours_each_runs_verdict(tmp_path):
+    """Two runs on four images, two images to a row: Original | run a | run b.
+    A run's panel is framed red with a red title where that run is wrong, has
+    a green title where it is right, and a black one where the truth is unknown;
+    the originals are never framed."""
+    true = ["daisy", "roses", None, "tulips"]
+    preds = [["daisy", "tulips", "roses", "tulips"], ["roses", "roses", "daisy", "daisy"]]
+    wrong = {(0, 1), (1, 0), (1, 3)}
+    png = read_png(plots.comparison_grid(flat_images(4), [flat_maps(4), flat_maps(4, offset=4)], ["a", "b"], true,
+                                         preds, [[0.9] * 4, [0.6] * 4], tmp_path / "cg.png", per_row=2))
+    height, width = png.shape[:2]
+    for i in range(4):
+        original = image_box(png, panel_colour(i))
+        assert frame_share(png, original) == 0
+        assert ((original[0] + original[1]) // 2 * 2 // height, (original[2] + original[3]) // 2 * 6 // width) == (
+            i // 2, (i % 2) * 3)
+        for k in range(2):
+            box = image_box(png, map_colour(i + 4 * k))
+            assert abs(box[0] - original[0]) <= 4 and box[2] > original[3], f"run {k}'s panel {i} is not beside its image"
+            assert (box[2] + box[3]) // 2 * 6 // width == (i % 2) * 3 + 1 + k
+            share = frame_share(png, box)
+            red, green = ink_count(png, box, WRONG_RGB), ink_count(png, box, RIGHT_RGB)
+            black = ink_count(png, box, (0, 0, 0), 60)
+            if (k, i) in wrong:
+                assert share > 0.95 and red > 40 and green == 0 and black == 0, (k, i, share, red, green, black)
+            elif true[i]:
+                assert share == 0 and green > 40 and red == 0 and black == 0, (k, i, share, red, green, black)
+            else:
+                assert share == 0 and black > 40 and red == 0 and green == 0, (k, i, share, red, green, black)
+
+
+def row_panels(png: np.ndarray, rows: int, per_row: int) -> list[list[tuple[int, int, int, int]]]:
+    """Boxes of the rows x per_row largest non-white regions, row by row, left to right."""
+    found = panels(png, rows * per_row)
+    found.sort(key=lambda b: b[0])
+    return [sorted(found[r * per_row:(r + 1) * per_row], key=lambda b: b[2]) for r in range(rows)]
+
+
+def test_per_head_figure_shows_each_heads_peak_on_its_own_scale(tmp_path):
+    """Two images, three heads: head h's panel in row r is brightest (inferno's
+    yellow) in the cell where that head's peak was put, however small the
+    head's values (each panel on its own colour scale)."""
+    from matplotlib import colormaps
+
+    grid = (4, 4)
+    peaks = [[(0, 0), (1, 3), (3, 2)], [(2, 1), (0, 2), (3, 3)]]
+    heads = np.zeros((2, 3, *grid))
+    for r, h in itertools.product(range(2), range(3)):
+        heads[r, h][peaks[r][h]] = 0.01 * 10 ** h  # 0.01, 0.1, 1: the colour scale is each panel's own
+    images = flat_images(2)[:, :1, :1].repeat(40, axis=1).repeat(40, axis=2)
+    png = read_png(plots.per_head_figure(images, heads, "layer 3", tmp_path / "ph.png"))
+    top_colour = np.asarray(colormaps["inferno"](1.0)[:3]) * 255
+    for r, boxes in enumerate(row_panels(png, 2, 4)):
+        t, b, l, rt = boxes[0]
+        assert near(png[t + 3:b - 3, l + 3:rt - 3], panel_colour(r), 1).mean() > 0.99, f"row {r} starts with image {r}"
+        for h in range(3):
+            t, b, l, rt = boxes[h + 1]
+            panel = png[t:b, l:rt]
+            bright = np.argwhere(near(panel, top_colour, 12)).mean(axis=0)
+            assert cell_of(bright, grid, panel.shape[:2]) == peaks[r][h], (r, h)
+            assert near(panel, top_colour, 12).mean() == pytest.approx(1 / 16, abs=0.02)  # one cell of 16
+
+
+def test_attention_distance_figure_plots_each_heads_distance_per_layer(tmp_path):
+    """One dot per layer and head, in the colour of its head; the dots of all
+    heads lie on one linear y axis (larger distances higher), layers left to right."""
+    distance = np.array([[3.0, 9.0, 5.5], [6.0, 11.0, 4.0], [10.0, 12.5, 8.0], [14.0, 13.0, 15.5], [15.0, 7.0, 12.0]])
+    png = read_png(plots.attention_distance_figure(distance, tmp_path / "d.png", "test"))
+    png = png[:, : int(png.shape[1] * 0.8)]  # the legend, right of the axes, left out
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44)]
+    found = [markers(png, colour, len(distance)) for colour in colours]
+    values = distance.T.ravel()
+    ys = np.concatenate([f[:, 1] for f in found])
+    slope, intercept = np.polyfit(values, ys, 1)
+    assert slope < 0 and np.abs(ys - (slope * values + intercept)).max() < 1.5, "dots do not follow the distances"
+    for f in found[1:]:
+        np.testing.assert_allclose(f[:, 0], found[0][:, 0], atol=1)  # every head at the same layers
+
+
+def test_vit_keras_attention_figure_shows_the_image_then_the_map(tmp_path):
+    image, attention_map = flat_images(1)[0], flat_maps(1)[0]
+    png = read_png(plots.vit_keras_attention_figure(image.repeat(5, 0).repeat(5, 1), attention_map.repeat(5, 0).repeat(5, 1),
+                                                    tmp_path / "vk.png"))
+    left, right = image_box(png, panel_colour(0)), image_box(png, map_colour(0))
+    assert left[3] < right[2] and abs(left[0] - right[0]) <= 2
+    assert frame_share(png, left) == 0 and frame_share(png, right) == 0
