@@ -132,18 +132,26 @@ def test_an_unexpected_error_is_one_line_naming_where_the_traceback_went(tiny_ru
     assert code == 1 and "Traceback (most recent call last)" in capsys.readouterr().err
 
 
-def test_a_folder_of_only_unreadable_files_is_bad_input_with_the_reasons_kept(odd_folder, tiny_run, tmp_path, capsys):
-    """Nothing predicted is not a success: exit 2, one line naming a file and its reason,
-    and skipped_files.csv still written with every reason."""
+@pytest.mark.parametrize("command", ["predict", "plot"])
+def test_a_folder_of_only_unreadable_files_is_bad_input_with_the_reasons_kept(odd_folder, tiny_run, tmp_path, capsys,
+                                                                              command):
+    """Nothing predicted is not a success, for `predict` and for `plot`: exit 2, one
+    line naming a file and its reason, and skipped_files.csv still written with every reason."""
     (odd_folder / "roses" / "good.jpg").unlink()
     os.unlink(os.path.join(os.fsencode(odd_folder), b"roses", LATIN1))
     (odd_folder / "roses" / "line\rbreak.jpg").unlink()
     out = tmp_path / "out"
-    code = cli.main(["predict", "--run", str(tiny_run), "--images", str(odd_folder), "--out", str(out)])
+    out.mkdir()
+    earlier = {"predictions.csv": "file,true,pred\nold.jpg,roses,roses\n", "attention_selection.csv": "file\nold.jpg\n"}
+    for name, text in earlier.items():
+        (out / name).write_text(text)
+    code = cli.main([command, "--run", str(tiny_run), "--images", str(odd_folder), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2
     assert "none of the 5 input files could be read" in err and "skipped_files.csv" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     skipped = _csv(out / "skipped_files.csv")
     assert dict(zip(skipped["file"].map(lambda f: Path(f).name), skipped["reason"])) == REASONS
-    assert not (out / "report.html").exists()
+    # no report, no figure, no empty table; an earlier run's outputs are kept as they were
+    assert sorted(p.name for p in out.iterdir()) == sorted([*earlier, "skipped_files.csv"])
+    assert all((out / name).read_text() == text for name, text in earlier.items())

@@ -481,16 +481,16 @@ def run_predict(args: argparse.Namespace) -> int:
 
     model, run_config = load_run(run_dir)
     result = predict_inputs(model, run_config, inputs, args.batch_size, strict=args.strict, mirror=args.mirror_tta)
+    if len(result.table) == 0 and len(result.skipped):
+        # every input was unreadable: not a success; the reasons are written, an earlier run's outputs are kept
+        from .images import none_readable_message, write_skipped
+
+        write_skipped(result.skipped, out / SKIPPED_FILE)
+        raise BadInputError(none_readable_message(result.skipped, out / SKIPPED_FILE))
     write_outputs(result, run_config.model.class_names, out)
     print(f"{len(result.table)} predicted, {len(result.skipped)} skipped -> {out}")
     if len(result.skipped):
         print(f"skipped files and reasons: {out / SKIPPED_FILE}")
-    if len(result.table) == 0 and len(result.skipped):  # every input was unreadable: nothing to report, and not a success
-        first = result.skipped.iloc[0]
-        print(f"error: none of the {len(result.skipped)} input files could be read "
-              f"(first: {first['file']}: {first['reason']}); the reasons are in {out / SKIPPED_FILE}",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
     if not args.no_report:
         from .pages import prediction_page
 

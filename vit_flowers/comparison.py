@@ -220,7 +220,7 @@ def plot_comparison(
     image across the runs, side by side); returns the files written."""
     from . import atomic, plots
     from .attention import vit_keras_attention_map
-    from .images import SKIPPED_COLUMNS, write_skipped
+    from .images import SKIPPED_COLUMNS, none_readable_message, write_skipped
     from .model import load_run
     from .outputs import remove_stale
     from .predict import predict_files, predictions_table
@@ -251,6 +251,8 @@ def plot_comparison(
     report = write_skipped(skipped, out_dir / SKIPPED_FILE)
     if report is not None:
         written.append(report)
+    if table.empty and len(skipped):  # every input was unreadable: not a success
+        raise BadInputError(none_readable_message(skipped, out_dir / SKIPPED_FILE))
     if chosen.empty:
         print(f"no image to show: {len(table)} predicted, none with --only {only}")
         empty = pd.DataFrame(columns=["file", "true", "pred", "confidence", "figure"])

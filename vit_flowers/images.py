@@ -384,3 +384,11 @@ def write_skipped(skipped: pd.DataFrame, path: str | os.PathLike) -> Path | None
         Path(path).unlink(missing_ok=True)
         return None
     return write_csv(path, skipped[SKIPPED_COLUMNS])
+
+
+def none_readable_message(skipped: pd.DataFrame, report: str | os.PathLike) -> str:
+    """The one line for a command none of whose input files could be read:
+    how many, the first and why, and where the other reasons are."""
+    first = skipped.iloc[0]
+    return (f"none of the {len(skipped)} input files could be read (first: {first['file']}: {first['reason']}); "
+            f"the reasons are in {report}")
