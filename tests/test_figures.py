@@ -65,13 +65,15 @@ def image_box(png: np.ndarray, colour) -> tuple[int, int, int, int]:
 
 
 def frame_share(png: np.ndarray, box) -> float:
-    """Share of red pixels on a ring 2 px outside a panel's image (the frame's
-    outer half), over the middle 80% of each side."""
+    """Share of red pixels on two rings 2 and 4 px outside a panel's image (a
+    frame of 4 points is about 6 px wide, half of it outside the image; a
+    hairline would not reach the outer ring), over the middle 80% of each side."""
     top, bottom, left, right = box
     h, w = bottom - top, right - left
     ring = np.concatenate([
-        png[top - 2, left + w // 10:right - w // 10], png[bottom + 2, left + w // 10:right - w // 10],
-        png[top + h // 10:bottom - h // 10, left - 2], png[top + h // 10:bottom - h // 10, right + 2],
+        np.concatenate([png[top - d, left + w // 10:right - w // 10], png[bottom + d, left + w // 10:right - w // 10],
+                        png[top + h // 10:bottom - h // 10, left - d], png[top + h // 10:bottom - h // 10, right + d]])
+        for d in (2, 4)
     ])
     return float(near(ring, WRONG_RGB).mean())
 
@@ -201,6 +203,119 @@ def test_each_title_shows_its_own_panels_labels(grid_png, tmp_path, k):
 def test_prediction_title_text():
     assert plots.prediction_title("daisy", "roses", 0.874) == "True Label : daisy\nPredicted Label : roses (87%)"
     assert plots.prediction_title(None, "roses") == "True Label : ?\nPredicted Label : roses"
+
+
+# ------------------------------------------------------------ the words on the figures
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The matplotlib figures the plots save, in order, to read their words
+    (the pixels say where things are and in which colour; the artists say what the text is)."""
+    figures = []
+    save = plots.save_figure
+
+    def keep(path, figure, **kwargs):
+        figures.append(figure)
+        return save(path, figure, **kwargs)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures
+
+
+def colour_of(artist) -> tuple:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(artist.get_color())
+
+
+def test_prediction_grid_titles_carry_each_panels_labels_and_confidence(drawn, tmp_path):
+    confidence = np.linspace(0.3, 0.99, 16)
+    draw_grid(tmp_path / "g.png")
+    plots.prediction_grid(flat_images(3), ["daisy", None, "roses"], ["daisy", "tulips", "tulips"], tmp_path / "n.png")
+    titled = [ax for ax in drawn[0].axes if ax.get_title()]
+    assert [ax.get_title() for ax in titled] == [
+        plots.prediction_title(t, p, c) for t, p, c in zip(LABELS_TRUE, LABELS_PRED, confidence)]
+    assert [ax.get_title() for ax in drawn[1].axes if ax.get_title()] == [
+        "True Label : daisy\nPredicted Label : daisy", "True Label : ?\nPredicted Label : tulips",
+        "True Label : roses\nPredicted Label : tulips"]  # no confidence given: none shown
+    assert sum(not ax.get_title() for ax in drawn[1].axes) == 13  # the unused panels stay empty
+
+
+def test_confusion_matrix_words_axes_and_cell_text_colours(drawn, tmp_path):
+    matrix = np.array([[9, 1, 0], [0, 4, 5], [2, 0, 10]])
+    plots.confusion_matrix_figure(matrix, ["daisy", "roses", "tulips"], tmp_path / "cm.png")
+    (ax,) = drawn[0].axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["daisy", "roses", "tulips"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["daisy", "roses", "tulips"]
+    assert all(t.get_rotation() == 45 and t.get_ha() == "right" for t in ax.get_xticklabels())
+    assert ax.get_title() == "accuracy 0.742 on 31 images"  # 23 of 31
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+    for (r, c), value in np.ndenumerate(matrix):
+        text = cells[(r, c)]
+        assert text.get_text() == str(value) and (text.get_ha(), text.get_va()) == ("center", "center")
+        assert colour_of(text) == ((1, 1, 1) if value > 5 else (0, 0, 0)), (r, c)  # white on the dark cells
+    plots.confusion_matrix_figure(np.zeros((2, 2), int), ["x", "y"], tmp_path / "empty.png")
+    assert drawn[1].axes[0].get_title() == "accuracy 0.000 on 0 images"
+    plots.confusion_matrix_figure(np.array([[1, 0], [0, 0]]), ["x", "y"], tmp_path / "one.png")
+    assert drawn[2].axes[0].get_title() == "accuracy 1.000 on 1 images"
+
+
+def test_attention_figure_words(drawn, tmp_path):
+    image = flat_images(1)[0]
+    plots.attention_figure(image, image, image, "True Label : roses", tmp_path / "a.png")
+    plots.attention_figure(image, image, image, "T", tmp_path / "b.png", wrong=True, extra=(image, "class map"))
+    assert [ax.get_title() for ax in drawn[0].axes] == ["Original", "Attention Map", "Overlay"]
+    assert [ax.get_title() for ax in drawn[1].axes] == ["Original", "Attention Map", "Overlay", "class map"]
+    assert drawn[0]._suptitle.get_text() == "True Label : roses"
+    assert colour_of(drawn[0]._suptitle) == (0, 0, 0)  # not wrong unless told
+    assert colour_of(drawn[1]._suptitle) == tuple(WRONG_RGB / 255)
+
+
+def test_training_curves_words_and_epochs_from_one(drawn, tmp_path):
+    history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.8, 0.7], "accuracy": [0.5, 0.6, 0.7],
+                            "val_loss": [1.1, 0.9, 0.95], "val_accuracy": [0.4, 0.5, 0.55]})
+    plots.training_curves(history, tmp_path / "c.png")
+    for ax, metric in zip(drawn[0].axes, ["loss", "accuracy"]):
+        assert (ax.get_title(), ax.get_xlabel()) == (metric, "epoch")
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert sorted(lines) == sorted([metric, f"val_{metric}"])
+        for name, style in ((metric, "-"), (f"val_{metric}", "--")):
+            assert lines[name].get_xdata().tolist() == [1, 2, 3]  # epochs counted from one, as Keras prints them
+            assert lines[name].get_ydata().tolist() == history[name].tolist()
+            assert lines[name].get_linestyle() == style
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [metric, f"val_{metric}"]
+
+
+def test_attention_grid_and_comparison_words(drawn, tmp_path):
+    images = flat_images(3)
+    plots.attention_grid(images, images, ["daisy", None, "roses"], ["daisy", "tulips", "tulips"], tmp_path / "g.png",
+                         confidence=[0.5, 0.25, 0.75])
+    assert [ax.get_title() for ax in drawn[0].axes if ax.get_title()] == [
+        plots.prediction_title("daisy", "daisy", 0.5), plots.prediction_title(None, "tulips", 0.25),
+        plots.prediction_title("roses", "tulips", 0.75)]
+    plots.comparison_grid(images[:2], [images[:2], images[:2]], ["first", "second"], ["daisy", None],
+                          [["daisy", "roses"], ["tulips", "tulips"]], [[0.5, 0.25], [0.75, 1.0]], tmp_path / "c.png")
+    assert [ax.get_title() for ax in drawn[1].axes if ax.get_title()] == [
+        "True Label : daisy", "first\ndaisy (50%)", "second\ntulips (75%)",
+        "True Label : ?", "first\nroses (25%)", "second\ntulips (100%)"]
+
+
+def test_per_head_and_distance_figures_words(drawn, tmp_path):
+    heads = np.zeros((1, 2, 2, 2))
+    heads[0, 0, 0, 1], heads[0, 1, 1, 1] = 0.25, 0.5
+    plots.per_head_figure(flat_images(1), heads, "layer 3", tmp_path / "h.png")
+    assert [ax.get_title() for ax in drawn[0].axes] == ["Original", "head 0 (max 0.25)", "head 1 (max 0.50)"]
+    assert drawn[0]._suptitle.get_text() == "class token attention per head, layer 3"
+    plots.attention_distance_figure(np.ones((3, 2)), tmp_path / "d.png")
+    plots.attention_distance_figure(np.ones((3, 17)), tmp_path / "d17.png", "run a")
+    plots.attention_distance_figure(np.ones((3, 16)), tmp_path / "d16.png")
+    ax = drawn[1].axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("layer (network depth)", "mean attention distance (pixels)")
+    assert ax.get_title() == "mean attention distance per head" and drawn[2].axes[0].get_title() == "run a"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["head 0", "head 1"]
+    assert ax.get_xticks().tolist() == [0, 1, 2]
+    assert drawn[2].axes[0].get_legend() is None  # 17 heads: no legend of 17 entries
+    assert len(drawn[3].axes[0].get_legend().get_texts()) == 16  # ViT-L's 16 heads still get one
 
 
 # ------------------------------------------------------------ confusion matrix
