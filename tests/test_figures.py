@@ -238,6 +238,10 @@ def test_prediction_grid_titles_carry_each_panels_labels_and_confidence(drawn, t
         "True Label : daisy\nPredicted Label : daisy", "True Label : ?\nPredicted Label : tulips",
         "True Label : roses\nPredicted Label : tulips"]  # no confidence given: none shown
     assert sum(not ax.get_title() for ax in drawn[1].axes) == 13  # the unused panels stay empty
+    # axes are shown (as a red frame, no ticks) on the wrong panels only: no black frame on the others
+    assert [ax.axison for ax in drawn[0].axes if ax.get_title()] == [i in WRONG for i in range(16)]
+    assert [ax.axison for ax in drawn[1].axes] == [False, False, True] + [False] * 13
+    assert all(not ax.get_xticks().size and not ax.get_yticks().size for ax in drawn[0].axes if ax.axison)
 
 
 def test_confusion_matrix_words_axes_and_cell_text_colours(drawn, tmp_path):
@@ -269,6 +273,9 @@ def test_attention_figure_words(drawn, tmp_path):
     assert drawn[0]._suptitle.get_text() == "True Label : roses"
     assert colour_of(drawn[0]._suptitle) == (0, 0, 0)  # not wrong unless told
     assert colour_of(drawn[1]._suptitle) == tuple(WRONG_RGB / 255)
+    assert not any(ax.axison for figure in drawn for ax in figure.axes)
+    plots.vit_keras_attention_figure(image, image, tmp_path / "vk.png")
+    assert [(ax.get_title(), ax.axison) for ax in drawn[2].axes] == [("Original", False), ("Attention Map", False)]
 
 
 def test_training_curves_words_and_epochs_from_one(drawn, tmp_path):
@@ -298,6 +305,43 @@ def test_attention_grid_and_comparison_words(drawn, tmp_path):
     assert [ax.get_title() for ax in drawn[1].axes if ax.get_title()] == [
         "True Label : daisy", "first\ndaisy (50%)", "second\ntulips (75%)",
         "True Label : ?", "first\nroses (25%)", "second\ntulips (100%)"]
+    # a wrong pair keeps its axes (the red frame), every other panel hides them
+    assert [ax.axison for ax in drawn[0].axes] == [False, False, False, False, True, True]
+    assert [ax.axison for ax in drawn[1].axes] == [False, False, True, False, False, False]
+    plots.attention_grid(images, images, ["daisy", None, "roses"], ["daisy", "tulips", "tulips"], tmp_path / "n.png")
+    assert [ax.get_title() for ax in drawn[2].axes if ax.get_title()][0] == plots.prediction_title("daisy", "daisy")
+
+
+def test_attention_grid_fills_its_figure_four_to_a_row_by_default(tmp_path):
+    """One image: one block, the image centred and its map reaching the
+    figure's bottom; five images: four to a row, the fifth in a second block."""
+    png = read_png(plots.attention_grid(flat_images(1), flat_maps(1), ["daisy"], ["daisy"], tmp_path / "one.png"))
+    height, width = png.shape[:2]
+    image, att = image_box(png, panel_colour(0)), image_box(png, map_colour(0))
+    assert abs((image[2] + image[3]) / 2 - width / 2) < 0.05 * width, "one image: centred, not in one of two columns"
+    assert att[1] > 0.95 * height and image[0] < 0.12 * height, "one image: one block, the map at the bottom"
+    assert ink_count(png, image, (0, 0, 0), 60) > 100, "the title is inside the figure"
+    png = read_png(plots.attention_grid(flat_images(5), flat_maps(5), ["daisy"] * 5, ["daisy"] * 5, tmp_path / "five.png"))
+    height, width = png.shape[:2]
+    for i in range(5):
+        box = image_box(png, panel_colour(i))
+        assert ((box[0] + box[1]) // 2 * 2 // height, (box[2] + box[3]) // 2 * 4 // width) == divmod(i, 4), i
+
+
+def test_comparison_grid_puts_two_images_to_a_row_by_default(tmp_path):
+    """One image: one row of Original | run, filling the width; three images: two to a row."""
+    one = read_png(plots.comparison_grid(flat_images(1), [flat_maps(1)], ["a"], ["daisy"], [["daisy"]], [[0.5]],
+                                         tmp_path / "one.png"))
+    height, width = one.shape[:2]
+    original, run = image_box(one, panel_colour(0)), image_box(one, map_colour(0))
+    assert original[2] < 0.1 * width and run[3] > 0.9 * width, "one image: its two panels fill the width"
+    assert original[1] > 0.85 * height, "one image: one row"
+    three = read_png(plots.comparison_grid(flat_images(3), [flat_maps(3)], ["a"], ["daisy"] * 3, [["daisy"] * 3],
+                                           [[0.5] * 3], tmp_path / "three.png"))
+    height, width = three.shape[:2]
+    for i in range(3):
+        box = image_box(three, panel_colour(i))
+        assert ((box[0] + box[1]) // 2 * 2 // height, (box[2] + box[3]) // 2 * 4 // width) == (i // 2, (i % 2) * 2), i
 
 
 def test_per_head_and_distance_figures_words(drawn, tmp_path):
@@ -306,6 +350,7 @@ def test_per_head_and_distance_figures_words(drawn, tmp_path):
     plots.per_head_figure(flat_images(1), heads, "layer 3", tmp_path / "h.png")
     assert [ax.get_title() for ax in drawn[0].axes] == ["Original", "head 0 (max 0.25)", "head 1 (max 0.50)"]
     assert drawn[0]._suptitle.get_text() == "class token attention per head, layer 3"
+    assert not any(ax.axison for ax in drawn[0].axes)
     plots.attention_distance_figure(np.ones((3, 2)), tmp_path / "d.png")
     plots.attention_distance_figure(np.ones((3, 17)), tmp_path / "d17.png", "run a")
     plots.attention_distance_figure(np.ones((3, 16)), tmp_path / "d16.png")
