@@ -20,6 +20,12 @@ from .atomic import save_figure  # noqa: E402
 
 WRONG_COLOUR = "#c0392b"
 RIGHT_COLOUR = "#1e6f3a"
+DPI = 100  # every figure's resolution: a 3-inch panel is 300 pixels
+
+
+def _save(path: str | Path, fig) -> Path:
+    """Write a figure atomically at the package's resolution and close it."""
+    return save_figure(path, fig, dpi=DPI)
 
 
 def evenly_spaced(count: int, panels: int) -> np.ndarray:
@@ -68,7 +74,7 @@ def prediction_grid(
                 spine.set_edgecolor(WRONG_COLOUR)
                 spine.set_linewidth(4)
     fig.tight_layout()
-    return save_figure(path, fig, dpi=100)
+    return _save(path, fig)
 
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], path: str | Path) -> Path:
@@ -86,7 +92,7 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], path
                 color="white" if value > top / 2 else "black")
     ax.set_title(f"accuracy {np.trace(matrix) / max(matrix.sum(), 1):.3f} on {int(matrix.sum())} images")
     fig.tight_layout()
-    return save_figure(path, fig, dpi=100)
+    return _save(path, fig)
 
 
 def training_curves(history: pd.DataFrame, path: str | Path) -> Path:
@@ -102,7 +108,7 @@ def training_curves(history: pd.DataFrame, path: str | Path) -> Path:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return save_figure(path, fig, dpi=100)
+    return _save(path, fig)
 
 
 # ---------------------------------------------------------------- attention
@@ -117,7 +123,7 @@ def vit_keras_attention_figure(image: np.ndarray, attention_map: np.ndarray, pat
     ax2.set_title("Attention Map")
     ax1.imshow(image)
     ax2.imshow(attention_map)
-    return save_figure(path, fig, dpi=100)
+    return _save(path, fig)
 
 
 def _plain(ax) -> None:
@@ -155,7 +161,7 @@ def attention_figure(
         ax.axis("off")
     fig.suptitle(title, fontsize=11, color=WRONG_COLOUR if wrong else "black")
     fig.tight_layout()
-    return save_figure(path, fig, dpi=100)
+    return _save(path, fig)
 
 
 def attention_grid(
@@ -188,7 +194,7 @@ def attention_grid(
                 _frame(ax, WRONG_COLOUR)
             else:
                 ax.axis("off")
-    return save_figure(path, fig, dpi=100)
+    return _save(path, fig)
 
 
 def comparison_grid(
@@ -223,7 +229,7 @@ def comparison_grid(
             if wrong:
                 _frame(ax, WRONG_COLOUR)
     fig.tight_layout()
-    return save_figure(path, fig, dpi=100)
+    return _save(path, fig)
 
 
 def per_head_figure(images: np.ndarray, heads: np.ndarray, layer_label: str, path: str | Path) -> Path:
@@ -243,7 +249,7 @@ def per_head_figure(images: np.ndarray, heads: np.ndarray, layer_label: str, pat
             ax.axis("off")
     fig.suptitle(f"class token attention per head, {layer_label}", fontsize=11)
     fig.tight_layout()
-    return save_figure(path, fig, dpi=100)
+    return _save(path, fig)
 
 
 def attention_distance_figure(distance: np.ndarray, path: str | Path, title: str = "") -> Path:
@@ -262,4 +268,4 @@ def attention_distance_figure(distance: np.ndarray, path: str | Path, title: str
     if num_heads <= 16:
         ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    return save_figure(path, fig, dpi=100)
+    return _save(path, fig)
