@@ -169,6 +169,44 @@ def test_discard_lowest_zeroes_patch_entries_only():
         assert patches_before[patches_after == 0].max() <= patches_after[patches_after > 0].min()
 
 
+@pytest.mark.parametrize("tokens, ratio", [(5, 0.07), (5, 0.5), (5, 0.9), (50, 0.3), (50, 0.9)])
+def test_discard_lowest_zeroes_exactly_the_lowest_entries(tokens, ratio):
+    """Against a full sort, on random matrices of 4 x 4 and 49 x 49 patch
+    entries: the zeroed entries are the int(entries * ratio) smallest, no more,
+    no fewer (0.07 of 16 zeroes exactly one), and the others are kept as they were."""
+    rng = np.random.default_rng(11)
+    fused = rng.random((200 if tokens == 5 else 300, tokens, tokens))  # a wrong partition point shows rarely
+    out = at.discard_lowest(fused, ratio)
+    entries = (tokens - 1) ** 2
+    count = int(entries * ratio)
+    for before, after in zip(fused, out):
+        lowest = np.sort(np.argsort(before[1:, 1:].ravel())[:count])
+        np.testing.assert_array_equal(np.flatnonzero(after[1:, 1:].ravel() == 0), lowest)
+        kept = np.ones(entries, bool)
+        kept[lowest] = False
+        np.testing.assert_array_equal(after[1:, 1:].ravel()[kept], before[1:, 1:].ravel()[kept])
+
+
+def test_discard_lowest_bounds_types_and_input_left_alone():
+    fused = np.random.default_rng(12).random((2, 5, 5))
+    kept = fused.copy()
+    np.testing.assert_array_equal(at.discard_lowest(fused, 0.0), fused)  # 0 is allowed: nothing discarded
+    out = at.discard_lowest(fused, 0.5)
+    np.testing.assert_array_equal(fused, kept)  # a float64 input is copied, not zeroed in place
+    assert at.discard_lowest(fused.astype(np.float32), 0.5).dtype == np.float64
+    for ratio in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=rf"discard ratio must be in \[0, 1\), got {ratio}"):
+            at.discard_lowest(fused, ratio)
+    assert (out[..., 1:, 1:] == 0).sum() == 2 * 8
+
+
+def test_fuse_heads_default_and_unknown_mode():
+    attention = np.random.default_rng(13).random((2, 3, 4, 5, 5))
+    np.testing.assert_array_equal(at.fuse_heads(attention), attention.mean(axis=-3))  # mean over heads by default
+    with pytest.raises(ValueError, match=r"unknown head fusion 'median'; choose one of \('mean', 'max', 'min'\)"):
+        at.fuse_heads(attention, "median")
+
+
 def test_attention_forced_onto_one_patch_peaks_there():
     grid = (4, 6)
     tokens = grid[0] * grid[1] + 1
@@ -279,6 +317,37 @@ def test_summary_matches_full_attention(classifier):
     np.testing.assert_allclose(summary.distance, at.mean_attention_distance(full, (4, 4), 8), rtol=1e-4)
     probs = classifier.predict(explainer.prepare(batch), verbose=0)
     np.testing.assert_allclose(summary.probs, probs, atol=1e-5)
+
+
+def test_explainer_rollout_passes_every_option_on(classifier, capsys):
+    """The explainer's rollout equals the NumPy rollout of its full attention with
+    the same options (layer range, normalisation, fusion, discard); it is silent
+    unless asked for progress."""
+    explainer = at.explainer_for(classifier)
+    batch = images(16, 3)
+    full = explainer.attention_weights(batch, batch_size=2)
+    for options in ({"start": 1}, {"stop": 2}, {"normalize": "row", "head_fusion": "max"},
+                    {"discard_ratio": 0.3, "head_fusion": "min", "start": 1, "stop": 3}):
+        maps = explainer.rollout(batch, batch_size=2, **options)
+        np.testing.assert_allclose(maps.grid, at.rollout(full, (4, 4), **options), atol=1e-5, err_msg=str(options))
+    assert capsys.readouterr().out == ""
+    explainer.rollout(batch, batch_size=2, progress=True)
+    assert "image" in capsys.readouterr().out  # Keras' progress bar
+    one = at.attention_map(classifier, batch[0], head_fusion="max", discard_ratio=0.5)
+    np.testing.assert_array_equal(one, explainer.rollout(batch[:1], head_fusion="max", discard_ratio=0.5).masked[0])
+    assert at.attention_map(classifier, batch).shape == (3, 32, 32, 3)  # a batch in, a batch out
+
+
+def test_class_rollout_defaults_and_silence(classifier, capsys):
+    explainer = at.explainer_for(classifier)
+    batch = images(17, 3)
+    np.testing.assert_array_equal(explainer.class_rollout(batch, 2, batch_size=2).grid,
+                                  explainer.class_rollout(batch, 2, batch_size=2, start=0).grid)
+    assert np.abs(explainer.class_rollout(batch, 2, batch_size=2, start=1).grid
+                  - explainer.class_rollout(batch, 2, batch_size=2).grid).max() > 1e-4
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="is a bare backbone: class-specific maps need the classifier"):
+        at.explainer_for(classifier.layers[0]).class_rollout(batch, 0)
 
 
 def test_class_specific_maps_differ_between_classes(classifier):
