@@ -84,15 +84,21 @@ def title_band(png: np.ndarray, box) -> tuple[slice, slice]:
     return slice(max(0, top - 40), top - 4), slice(left, right + 1)
 
 
-def title_inks(png: np.ndarray, box) -> tuple[int, int]:
-    """(red text pixels, black text pixels) in a panel's title band; rows that
-    are mostly red (the frame of the panel above) do not count."""
+def ink_count(png: np.ndarray, box, colour, tolerance: int = 40) -> int:
+    """Pixels near `colour` in a panel's title band; rows that are mostly red
+    (the frame of the panel above) and their corners do not count."""
     rows, cols = title_band(png, box)
     band = png[rows, cols]
-    red = near(band, WRONG_RGB, 40)
-    frame_rows = np.convolve(red.mean(axis=1) > 0.5, np.ones(5), mode="same") > 0  # and their corners
-    red[frame_rows] = False
-    return int(red.sum()), int((band.max(axis=-1) < 60).sum())
+    frame_rows = np.convolve(near(band, WRONG_RGB, 40).mean(axis=1) > 0.5, np.ones(5), mode="same") > 0
+    found = near(band, colour, tolerance)
+    found[frame_rows] = False
+    return int(found.sum())
+
+
+def title_inks(png: np.ndarray, box) -> tuple[int, int]:
+    """(red text pixels, black text pixels) in a panel's title band, the frame above left out of the red."""
+    rows, cols = title_band(png, box)
+    return ink_count(png, box, WRONG_RGB), int((png[rows, cols].max(axis=-1) < 60).sum())
 
 
 def framed_cells(png: np.ndarray, rows: int = 4, cols: int = 4, side: int = 150) -> set[int]:
@@ -625,16 +631,6 @@ def test_predict_figures_agree_with_metrics_and_predictions(tiny_run, synthetic_
 
 
 # ------------------------------------------------------------ attention figures of `plot`
-def ink_count(png: np.ndarray, box, colour, tolerance: int = 40) -> int:
-    """Pixels near `colour` in the title band above a panel, frame rows left out (as title_inks)."""
-    rows, cols = title_band(png, box)
-    band = png[rows, cols]
-    red_rows = np.convolve(near(band, WRONG_RGB, 40).mean(axis=1) > 0.5, np.ones(5), mode="same") > 0
-    found = near(band, colour, tolerance)
-    found[red_rows] = False
-    return int(found.sum())
-
-
 RIGHT_RGB = np.array([int(plots.RIGHT_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
 
 
