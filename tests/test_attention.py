@@ -255,6 +255,79 @@ def test_distance_matrix_and_mean_distance():
     assert at.mean_attention_distance(attention, (2, 3), 8)[0] == pytest.approx(expected)
 
 
+def test_distance_matrix_and_mean_distance_against_loops():
+    """Every pair of a 3 x 4 grid against a loop (a pair sharing a row or column
+    hides a + for a -), and the mean distance of random attention, whose rows
+    and columns differ (a sum over queries instead of keys shows)."""
+    grid, patch = (3, 4), 16
+    d = at.distance_matrix(grid, patch)
+    for q in range(12):
+        for k in range(12):
+            (qr, qc), (kr, kc) = divmod(q, 4), divmod(k, 4)
+            assert d[q, k] == pytest.approx(patch * np.hypot(qr - kr, qc - kc))
+    attention = random_attention(np.random.default_rng(14), n=2, layers=1, heads=3, grid=grid)[:, 0]
+    got = at.mean_attention_distance(attention, grid, patch)
+    assert got.shape == (2, 3)
+    for n in range(2):
+        for h in range(3):
+            a = attention[n, h, 1:, 1:]
+            expected = np.mean([sum(a[q, k] * d[q, k] for k in range(12)) for q in range(12)])
+            assert got[n, h] == pytest.approx(expected, rel=1e-12)
+
+
+def test_rollout_defaults_and_messages():
+    fused = at.fuse_heads(random_attention(np.random.default_rng(15), n=2, layers=3), axis=2)
+    np.testing.assert_array_equal(at.rollout_fused(fused),
+                                  at.rollout_fused(fused, 0.0, 0, None, "matrix"))  # no discard, every layer
+    with pytest.raises(ValueError, match=r"unknown normalisation 'col'; choose one of \('matrix', 'row'\)"):
+        at.rollout_fused(fused, normalize="col")
+    with pytest.raises(ValueError, match=r"^layer range 3:None selects no layer of 3$"):
+        at.rollout_fused(fused, start=3)
+
+
+def test_matrix_normalisation_is_vit_keras_where_it_differs_from_rows():
+    """With a discard, rows no longer sum alike, so dividing by the matrix's sum
+    (vit_keras, the default) and by each row's sum (the paper) give different
+    maps; each is checked against its own loop."""
+    attention = random_attention(np.random.default_rng(16), n=1, layers=3, grid=(3, 4))
+    fused = at.discard_lowest(at.fuse_heads(attention, axis=2), 0.5)[0] + np.eye(13)
+    by_matrix = fused / fused.sum(axis=(1, 2), keepdims=True)
+    by_row = fused / fused.sum(axis=2, keepdims=True)
+    expected = {}
+    for name, a in (("matrix", by_matrix), ("row", by_row)):
+        joint = a[-1]
+        for layer in a[-2::-1]:
+            joint = joint @ layer
+        expected[name] = joint[0, 1:] / joint[0, 1:].max()
+    assert np.abs(expected["matrix"] - expected["row"]).max() > 1e-3
+    for name in ("matrix", "row"):
+        got = at.rollout(attention, (3, 4), discard_ratio=0.5, normalize=name)[0].ravel()
+        np.testing.assert_allclose(got, expected[name], atol=1e-12)
+    np.testing.assert_array_equal(at.rollout(attention, (3, 4), discard_ratio=0.5),
+                                  at.rollout(attention, (3, 4), discard_ratio=0.5, normalize="matrix"))
+
+
+def test_overlay_and_masked_pixels_exactly():
+    """Every mask level 0..255 over a grey image: half the image plus half of
+    OpenCV's jet colour (read back as RGB), truncated; the post's picture is
+    mask * image truncated; both uint8."""
+    levels = np.arange(256) / 255.0
+    masks = np.tile(levels, (2, 1)).reshape(2, 16, 16)
+    image = np.full((2, 16, 16, 3), 201, np.uint8)
+    jet = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+    overlay = at.overlay_images(masks, image)
+    assert overlay.dtype == np.uint8
+    expected = (0.5 * 201 + 0.5 * jet.astype(np.float64)).astype(np.uint8)  # (256, 3)
+    np.testing.assert_array_equal(overlay[0].reshape(256, 3), expected)
+    assert tuple(overlay[0, -1, -1]) == (164, 100, 100)  # the top of jet is red: (128, 0, 0) over 201
+    assert tuple(overlay[0, 0, 0]) == (100, 100, 164)  # the bottom blue: (0, 0, 128)
+    black = at.overlay_images(masks[:1], np.zeros((1, 16, 16, 3), np.uint8))
+    np.testing.assert_array_equal(black[0].reshape(256, 3), (0.5 * jet).astype(np.uint8))  # zeros stay zeros
+    masked = at.masked_images(masks, image)
+    assert masked.dtype == np.uint8
+    np.testing.assert_array_equal(masked[0].reshape(256, 3)[:, 0], (levels * 201).astype(np.uint8))
+
+
 # ------------------------------------------------------------ against vit_keras
 def test_equal_to_vit_keras_attention_map(classifier):
     from vit_keras import visualize
@@ -381,6 +454,158 @@ def test_non_square_grid(wide_classifier):
     assert own.mask.shape == (2, 32, 48) and own.masked.shape == (2, 32, 48, 3)
     np.testing.assert_allclose(own.mask[0], cv2.resize(own.grid[0], (48, 32)), atol=1e-12)
     assert explainer.per_head(explainer.summarize(batch)).shape == (2, 4, 4, 6)
+
+
+def test_explainer_reads_the_model(classifier, wide_classifier):
+    """What the explainer reads off a classifier and off a bare backbone (built
+    here, not taken from the cache, so that this test is one that builds them)."""
+    explainer = at.AttentionExplainer(classifier)
+    assert explainer.name == classifier.name and explainer._graph.name == f"{classifier.name}_attention"
+    assert (explainer.num_layers, explainer.num_heads, explainer.grid, explainer.patch_size) == (3, 4, (4, 4), 8)
+    assert explainer.has_head is True and explainer.num_classes == 5
+    wide = at.AttentionExplainer(wide_classifier)
+    assert wide.patch_size == 8 and isinstance(wide.patch_size, int)  # 32 x 48 pixels over 4 x 6 tokens
+    bare = at.AttentionExplainer(classifier.layers[0])
+    assert bare.name == classifier.layers[0].name and bare.has_head is False and bare.num_classes == 0
+    assert bare.summarize(images(19, 2)).probs is None
+    prepared = explainer.prepare(images(19, 2, (40, 24)))
+    assert prepared.shape == (2, 32, 32, 3) and prepared.dtype == np.float32
+    with pytest.raises(ValueError, match=rf"^'{classifier.layers[0].name}' is a bare backbone"):
+        bare.class_rollout(images(19, 1), 0)
+
+
+def test_wide_grid_distances_use_both_sides(wide_classifier):
+    explainer = at.explainer_for(wide_classifier)
+    batch = images(20, 2, (32, 48))
+    summary = explainer.summarize(batch)
+    expected = at.mean_attention_distance(explainer.attention_weights(batch), (4, 6), 8)
+    np.testing.assert_allclose(summary.distance, expected, rtol=1e-4)
+
+
+def test_split_model_refuses_what_is_not_a_vit():
+    import keras
+
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="plain_dense")
+    with pytest.raises(ValueError, match=r"^'plain_dense' has no vit_keras TransformerBlock layers$"):
+        at.split_model(dense)
+    wrapped = keras.Sequential([keras.Input((4,)), keras.Sequential([keras.layers.Dense(3)])], name="wrapped")
+    with pytest.raises(ValueError, match=r"^'wrapped' has no vit_keras TransformerBlock layers$"):
+        at.split_model(wrapped)  # a model as its first layer, but not a vit_keras one
+
+
+@pytest.fixture(scope="module")
+def trained_like_classifier():
+    """The tiny classifier with the head's batch norms and biases set as if
+    trained (an untrained batch norm is nearly the identity, and a zero bias
+    hides a sign): the head is then only right if every layer of it runs."""
+    import keras
+
+    from vit_flowers.model import build_classifier, model_config
+
+    keras.utils.set_random_seed(9)
+    model = build_classifier(model_config("tiny", NAMES, 32, num_layers=2), load_pretrained=False)
+    rng = np.random.default_rng(9)
+    for layer in model.layers[1:]:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = (w.shape for w in layer.get_weights())
+            layer.set_weights([rng.uniform(0.5, 2, gamma), rng.normal(size=beta), rng.normal(size=mean),
+                               rng.uniform(0.5, 2, var)])
+        elif isinstance(layer, keras.layers.Dense):
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.normal(size=bias.shape)])
+    return model
+
+
+def test_probabilities_and_class_scores_of_a_trained_head(trained_like_classifier):
+    """The explainer's probabilities are the model's; the class score it
+    differentiates is the logit before the softmax, bias included."""
+    model = trained_like_classifier
+    explainer = at.explainer_for(model)
+    x = explainer.prepare(images(21, 3))
+    np.testing.assert_allclose(explainer.summarize(images(21, 3)).probs, model.predict(x, verbose=0), atol=1e-5)
+    features = model.layers[0](x, training=False)
+    for layer in model.layers[1:-1]:
+        features = layer(features, training=False)
+    kernel, bias = model.layers[-1].get_weights()
+    logits = np.asarray(features) @ kernel + bias
+    probs, scores = explainer._scores(model.layers[0](x, training=False))
+    np.testing.assert_allclose(np.asarray(scores), logits, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(probs), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_a_head_without_softmax_scores_its_own_output(classifier):
+    """A head ending in another activation (sigmoid here) is scored on its output."""
+    import keras
+
+    backbone = classifier.layers[0]
+    model = keras.Sequential([backbone, keras.layers.Dense(3, activation="sigmoid")], name="sigmoid_head")
+    model.build((None, 32, 32, 3))
+    explainer = at.AttentionExplainer(model)
+    batch = images(22, 2)
+    expected = model.predict(explainer.prepare(batch), verbose=0)
+    np.testing.assert_allclose(explainer.summarize(batch).probs, expected, atol=1e-5)
+    probs, scores = explainer._scores(backbone(explainer.prepare(batch), training=False))
+    np.testing.assert_allclose(np.asarray(scores), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(probs), expected, atol=1e-5)
+    assert explainer.class_rollout(batch, 1).class_index.tolist() == [1, 1]
+
+
+def test_explainer_defaults_messages_and_progress(classifier, capsys):
+    """Defaults: one batch of 32, mean fusion, no discard, every layer, matrix
+    normalisation, silent; a progress bar only when asked and there is more
+    than one batch, counting every image."""
+    explainer = at.explainer_for(classifier)
+    batch = images(23, 33)
+    summary = explainer.summarize(batch)
+    assert summary.head_fusion == "mean" and explainer.summarize(batch[:2], "max").head_fusion == "max"
+    maps = explainer.maps(summary, batch)
+    np.testing.assert_array_equal(maps.grid, explainer.maps(summary, batch, 0.0, 0, None, "matrix").grid)
+    np.testing.assert_array_equal(maps.probs, summary.probs)
+    sliced = explainer.maps(summary, batch, start=1, stop=2, normalize="row")
+    np.testing.assert_allclose(sliced.grid, at.grid_masks(at.rollout_fused(summary.fused[:, 1:2], normalize="row"),
+                                                          (4, 4)), atol=1e-12)
+    np.testing.assert_array_equal(explainer.rollout(batch).grid, maps.grid)
+    explainer.class_rollout(batch)
+    explainer.attention_weights(batch)
+    assert capsys.readouterr().out == ""
+    explainer.summarize(batch[:32], progress=True)  # one batch: no bar
+    assert capsys.readouterr().out == ""
+    explainer.summarize(batch, progress=True, batch_size=8)
+    out = capsys.readouterr().out
+    assert "33/33" in out and "/image" in out
+    with pytest.raises(ValueError, match=r"^no images to explain$"):
+        explainer.summarize(batch[:0])
+    with pytest.raises(ValueError, match=r"^unknown head fusion 'median'; choose one of \('mean', 'max', 'min'\)$"):
+        explainer.summarize(batch[:1], "median")
+    with pytest.raises(ValueError, match=r"^class index 5 out of range for 5 classes$"):
+        explainer.class_rollout(batch[:1], 5)
+    with pytest.raises(ValueError, match=r"^expected RGB images \(N, H, W, 3\) or \(H, W, 3\), got shape \(2, 8, 8\)$"):
+        explainer.prepare(np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"got shape \(8, 8, 4\)$"):
+        explainer.prepare(np.zeros((8, 8, 4), np.uint8))  # 3 dimensions, but not RGB
+
+
+def test_class_rollout_per_image_classes_across_batches(classifier, capsys):
+    """One class per image over several batches equals each image alone; the
+    options reach the rollout; maps are drawn on the display images; progress
+    is shown when asked."""
+    explainer = at.explainer_for(classifier)
+    batch = images(24, 5)
+    classes = [4, 0, 3, 1, 2]
+    display = images(25, 5, (48, 40))
+    options = {"discard_ratio": 0.5, "start": 0, "stop": 2, "normalize": "row"}
+    together = explainer.class_rollout(batch, classes, batch_size=2, display=display, **options)
+    assert together.class_index.tolist() == classes
+    assert together.mask.shape == (5, 48, 40) and together.overlay.shape == (5, 48, 40, 3)
+    for i in range(5):
+        alone = explainer.class_rollout(batch[i:i + 1], classes[i], **options)
+        np.testing.assert_allclose(together.grid[i], alone.grid[0], atol=1e-5)
+    for option, other in (("discard_ratio", 0.0), ("start", 1), ("stop", None), ("normalize", "matrix")):
+        changed = explainer.class_rollout(batch, classes, batch_size=2, **{**options, option: other})
+        assert np.abs(together.grid - changed.grid).max() > 1e-3, option  # each option reaches the rollout
+    assert capsys.readouterr().out == ""
+    explainer.class_rollout(batch, classes, batch_size=2, progress=True)
+    assert "5/5" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------ the plot command

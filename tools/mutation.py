@@ -13,6 +13,14 @@ or an equivalent mutant).
 
     python tools/mutation.py                      # every module
     python tools/mutation.py --modules filelists images
+    python tools/mutation.py --modules attention --survivors   # re-check the last survivors only
+
+`--survivors` re-runs only the mutants that survived the module's last run
+(read from its survivors file) against today's tests, and updates that
+run's counts: minutes instead of hours once new tests are written. A
+survivor whose name now shows another diff (its function was edited since,
+and mutmut numbered its mutants anew) is not re-checked and stays a
+survivor; run the module whole to score the edited code.
 """
 
 from __future__ import annotations
@@ -93,13 +101,44 @@ def trained_tiny_run(work_root: Path) -> Path:
     return target / "tiny"
 
 
+def diffs_of(mutmut: str, work: Path, names: list[str]) -> list[str]:
+    """`mutmut show` of each mutant, as the survivors file holds them."""
+    return [f"## {name}\n" + subprocess.run([mutmut, "show", name], cwd=work, capture_output=True,
+                                             text=True).stdout.strip() + "\n" for name in names]
+
+
+def diff_body(shown: str) -> str:
+    """A mutant's diff without the name and status lines above it."""
+    return "\n".join(line for line in shown.strip().splitlines() if not line.startswith("#")).strip()
+
+
 def mutation_score(counts: dict) -> float | None:
     """Killed and timed-out mutants over the mutants some test reached; None when none was."""
     reached = sum(counts[k] for k in ("killed", "survived", "timeout", "suspicious", "segfault"))
     return (counts["killed"] + counts["timeout"]) / reached if reached else None
 
 
-def run_module(module: str, work_root: Path, mutmut: str, log) -> dict:
+def recorded_survivors(text: str) -> dict[str, str]:
+    """mutant name -> its recorded diff, from a survivors file."""
+    out = {}
+    for block in re.split(r"^## ", text, flags=re.M)[1:]:
+        name, _, diff = block.partition("\n")
+        out[name.strip()] = diff.strip()
+    return out
+
+
+def merged_counts(previous: dict, rechecked: dict[str, str]) -> dict:
+    """The previous run's counts with its survivors replaced by their statuses now."""
+    counts = dict(previous)
+    counts["survived"] -= len(rechecked)
+    for status in rechecked.values():
+        counts[status] += 1
+    return counts
+
+
+def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, str] | None = None) -> dict:
+    """Mutate `module` in a fresh copy and run its tests on every mutant (or on the mutants
+    named in `only`, name -> the diff recorded for it)."""
     work = work_root / module
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -111,24 +150,38 @@ def run_module(module: str, work_root: Path, mutmut: str, log) -> dict:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         if module != "train":
             env["VIT_FLOWERS_TEST_TINY_RUN"] = str(trained_tiny_run(work_root))
-        subprocess.run([mutmut, "run"], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env)
+        subprocess.run([mutmut, "run", *(only or [])], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env)
     results = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     counts = {status: 0 for status in STATUSES}
-    survivors = []
+    statuses = {}
     for line in results.splitlines():
         match = re.match(r"\s*(\S+): (.+)$", line)
         if match and match.group(2) in counts:
-            counts[match.group(2)] += 1
-            if match.group(2) == "survived":
-                survivors.append(match.group(1))
-    diffs = []
-    for name in survivors:
-        shown = subprocess.run([mutmut, "show", name], cwd=work, capture_output=True, text=True).stdout
-        diffs.append(f"## {name}\n{shown.strip()}\n")
+            statuses[match.group(1)] = match.group(2)
+    if only is not None:
+        statuses = {name: statuses.get(name, "not checked") for name in only}
+    for status in statuses.values():
+        counts[status] += 1
+    moved: list[str] = []
+    if only is not None:
+        # a function edited since the last run numbers its mutants anew: a name that now shows another
+        # diff was not re-checked, so it stays a survivor, with the diff recorded for it
+        moved = [name for name, diff in zip(only, diffs_of(mutmut, work, list(only)))
+                 if diff_body(diff) != diff_body(only[name])]
+        if moved:
+            log(f"{module}: {len(moved)} recorded survivors are other mutants now (their function changed), "
+                f"kept as survivors: {', '.join(moved)}")
+        for name in moved:
+            counts[statuses[name]] -= 1
+            counts["survived"] += 1
+            statuses[name] = "survived"
+    survivors = [name for name, status in statuses.items() if status == "survived"]
+    diffs = [f"## {name}\n{only[name]}\n" if name in moved else shown
+             for name, shown in zip(survivors, diffs_of(mutmut, work, survivors))]
     score = mutation_score(counts)
     log(f"{module}: {counts} score {score if score is None else round(score, 3)} ({time.time() - started:.0f} s)")
     return {"counts": counts, "score": score, "tests": TESTS[module], "seconds": round(time.time() - started),
-            "survivors": diffs}
+            "survivors": diffs, "statuses": statuses}
 
 
 def main(argv=None) -> int:
@@ -138,6 +191,8 @@ def main(argv=None) -> int:
                         help="the modules to mutate")
     parser.add_argument("--work", type=Path, default=Path("/tmp/vit-flowers-mutation"),
                         help="where the copies of the repository and mutmut's logs go")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-check only the mutants that survived each module's last run (see above)")
     parser.add_argument("--out", type=Path, default=REPO / "mutation", help="where scores.json and survivors.txt go")
     args = parser.parse_args(argv)
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or shutil.which("mutmut")
@@ -149,8 +204,26 @@ def main(argv=None) -> int:
     scores_file = args.out / "scores.json"
     scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
     for module in args.modules:
-        result = run_module(module, args.work, mutmut, print)
+        survivors_file = args.out / f"survivors_{module}.txt"
+        only = None
+        if args.survivors:
+            if module not in scores or not survivors_file.exists():
+                print(f"error: {module} has no earlier run to re-check (no {survivors_file})", file=sys.stderr)
+                return 2
+            only = recorded_survivors(survivors_file.read_text(encoding="utf-8"))
+            if not only:
+                print(f"{module}: no survivors to re-check")
+                continue
+        result = run_module(module, args.work, mutmut, print, only)
         survivors = result.pop("survivors")
+        rechecked = result.pop("statuses")
+        if only is not None:
+            counts = merged_counts(scores[module]["counts"], rechecked)
+            result = {**result, "counts": counts, "score": mutation_score(counts),
+                      "seconds": scores[module]["seconds"] + result["seconds"],
+                      "note": f"{len(only)} survivors of the run before re-checked with today's tests "
+                              f"({sum(v == 'killed' for v in rechecked.values())} now killed)"}
+            print(f"{module}: after the re-check {counts} score {round(result['score'], 3)}")
         scores[module] = result
         (args.out / f"survivors_{module}.txt").write_text("\n".join(survivors), encoding="utf-8")
         scores_file.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")

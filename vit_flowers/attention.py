@@ -185,12 +185,12 @@ def mean_attention_distance(attention: np.ndarray, grid: tuple[int, int], patch_
 
 
 def _as_batch(images) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[np.newaxis]
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected RGB images (N, H, W, 3) or (H, W, 3), got shape {images.shape}")
-    return images
+    """(N, H, W, 3) images from a batch or one (H, W, 3) image; the error names the shape given."""
+    given = np.asarray(images)
+    batch = given[np.newaxis] if given.ndim == 3 else given
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected RGB images (N, H, W, 3) or (H, W, 3), got shape {given.shape}")
+    return batch
 
 
 # ------------------------------------------------------------ the model side

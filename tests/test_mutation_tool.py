@@ -1,0 +1,47 @@
+"""tools/mutation.py's bookkeeping: reading a survivors file back, and the
+counts and score after its survivors are re-checked."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import mutation  # noqa: E402
+
+SURVIVORS = """## pkg.mod.x_f__mutmut_1
+# pkg.mod.x_f__mutmut_1: survived
+--- pkg/mod.py
++++ pkg/mod.py
+-    a = 1  ## not a new entry
++    a = 2  ## not a new entry
+
+## pkg.mod.x_g__mutmut_7
+# pkg.mod.x_g__mutmut_7: survived
+--- pkg/mod.py
++++ pkg/mod.py
+-    return b
++    return None
+"""
+
+
+def test_survivors_file_read_back_name_by_name():
+    recorded = mutation.recorded_survivors(SURVIVORS)
+    assert list(recorded) == ["pkg.mod.x_f__mutmut_1", "pkg.mod.x_g__mutmut_7"]
+    assert recorded["pkg.mod.x_f__mutmut_1"].endswith("+    a = 2  ## not a new entry")
+    # the name and status lines are not part of the diff compared with `mutmut show`
+    shown = "# pkg.mod.x_g__mutmut_7: killed\n--- pkg/mod.py\n+++ pkg/mod.py\n-    return b\n+    return None\n"
+    assert mutation.diff_body(shown) == mutation.diff_body(recorded["pkg.mod.x_g__mutmut_7"])
+    assert mutation.diff_body(shown) != mutation.diff_body(recorded["pkg.mod.x_f__mutmut_1"])
+
+
+def test_rechecked_survivors_replace_their_old_status():
+    before = {status: 0 for status in mutation.STATUSES} | {"killed": 80, "survived": 20}
+    after = mutation.merged_counts(before, {"a": "killed", "b": "survived", "c": "timeout"})
+    assert (after["killed"], after["survived"], after["timeout"]) == (81, 18, 1)
+    assert sum(after.values()) == sum(before.values())
+    assert before["survived"] == 20  # the previous counts are left as they were
+    assert mutation.mutation_score(after) == pytest.approx(82 / 100)
+    assert mutation.mutation_score({status: 0 for status in mutation.STATUSES}) is None
