@@ -12,7 +12,8 @@ comes from the parent and its peak resident memory from the kernel
   log(N_large / N_small), N = 1,000 and 10,000 (quick: 500 and 5,000), for
   `predict --no-report` with the shipped model; t_0 is the same command on
   10 files (starting Python and TensorFlow, loading the model, writing the
-  figures), taken off so that a fixed start cannot hide growth. 1.0 is
+  figures), run first and again last, the faster taken off so that a fixed
+  start cannot hide growth (nor a cold first start fake it). 1.0 is
   linear. details.report has the same figures for the command with its
   report.html (thumbnails and attention, --report-attention auto; full run
   only).
@@ -111,8 +112,15 @@ def main(argv=None) -> int:
 
         for report in (False,) if args.quick else (False, True):  # the page's figures: full run only
             runs = {n: predict(n, report) for n in (10,) + sizes}
+            # the start-up again, last: the first command of all starts with cold file caches (the
+            # libraries, the model), which once made the 10-file run slower than the 500-file one
+            # and the quick exponent 2.0; the faster of the two is the fixed cost
+            again = predict(10, report)
+            starts = [runs[10]["seconds"], again["seconds"]]
+            runs[10] = min(runs[10], again, key=lambda r: r["seconds"])
             print({n: (round(r["seconds"], 1), r["peak_rss"] >> 20) for n, r in runs.items()}, flush=True)
             figures = {
+                "start_s": starts,
                 "time_exponent": exponent(sizes, (runs[sizes[0]]["seconds"], runs[sizes[1]]["seconds"]),
                                           runs[10]["seconds"]) if 10 in runs else None,
                 "time_exponent_wall": exponent(sizes, (runs[sizes[0]]["seconds"], runs[sizes[1]]["seconds"]), 0.0),
