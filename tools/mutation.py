@@ -152,32 +152,28 @@ def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, s
             env["VIT_FLOWERS_TEST_TINY_RUN"] = str(trained_tiny_run(work_root))
         subprocess.run([mutmut, "run", *(only or [])], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env)
     results = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
-    counts = {status: 0 for status in STATUSES}
     statuses = {}
     for line in results.splitlines():
         match = re.match(r"\s*(\S+): (.+)$", line)
-        if match and match.group(2) in counts:
+        if match and match.group(2) in STATUSES:
             statuses[match.group(1)] = match.group(2)
-    if only is not None:
+    if only is None:
+        survivors = [name for name, status in statuses.items() if status == "survived"]
+        shown = dict(zip(survivors, diffs_of(mutmut, work, survivors)))
+    else:
         statuses = {name: statuses.get(name, "not checked") for name in only}
-    for status in statuses.values():
-        counts[status] += 1
-    moved: list[str] = []
-    if only is not None:
+        shown = dict(zip(only, diffs_of(mutmut, work, list(only))))
         # a function edited since the last run numbers its mutants anew: a name that now shows another
         # diff was not re-checked, so it stays a survivor, with the diff recorded for it
-        moved = [name for name, diff in zip(only, diffs_of(mutmut, work, list(only)))
-                 if diff_body(diff) != diff_body(only[name])]
+        moved = [name for name in only if diff_body(shown[name]) != diff_body(only[name])]
         if moved:
             log(f"{module}: {len(moved)} recorded survivors are other mutants now (their function changed), "
                 f"kept as survivors: {', '.join(moved)}")
         for name in moved:
-            counts[statuses[name]] -= 1
-            counts["survived"] += 1
             statuses[name] = "survived"
-    survivors = [name for name, status in statuses.items() if status == "survived"]
-    diffs = [f"## {name}\n{only[name]}\n" if name in moved else shown
-             for name, shown in zip(survivors, diffs_of(mutmut, work, survivors))]
+            shown[name] = f"## {name}\n{only[name]}\n"
+    counts = {status: sum(st == status for st in statuses.values()) for status in STATUSES}
+    diffs = [shown[name] for name, status in statuses.items() if status == "survived"]
     score = mutation_score(counts)
     log(f"{module}: {counts} score {score if score is None else round(score, 3)} ({time.time() - started:.0f} s)")
     return {"counts": counts, "score": score, "tests": TESTS[module], "seconds": round(time.time() - started),
