@@ -43,7 +43,7 @@ TESTS: dict[str, list[str]] = {
     "images": ["tests/test_images.py", "tests/test_decoders.py", "tests/test_loader.py"],
     "datasets": ["tests/test_datasets.py", "tests/test_augment.py", "tests/test_recipe.py", "-k", "not recipe or cutmix or rand"],
     "model": ["tests/test_model.py"],
-    "predict": ["tests/test_metrics.py", "tests/test_figures.py", "tests/test_pipeline.py", "tests/test_inputs.py",
+    "predict": ["tests/test_predict.py", "tests/test_metrics.py", "tests/test_figures.py", "tests/test_pipeline.py", "tests/test_inputs.py",
                 "-k", "not script and not demo and not prepare and not training and not resized_crop "
                       "and not before_tensorflow and not take_the_process"],
     "attention": ["tests/test_attention.py"],
