@@ -341,3 +341,196 @@ def test_fused_weights_load_from_and_save_to_the_same_file(tmp_path):
     other = build_classifier(small_cfg())
     other.load_weights(tmp_path / "m.weights.h5")
     np.testing.assert_allclose(tf.function(fused_attention_call(other))(tf.constant(x)).numpy(), expected, atol=1e-6)
+
+
+# ------------------------------------------------------------- the builder's details
+def test_the_table_gives_each_architecture_its_default_input_and_sizes_are_kept_as_given():
+    assert model_config("tiny", CLASS_NAMES).image_size == [48, 48]
+    assert model_config("small", CLASS_NAMES).image_size == [64, 64]
+    assert model_config("b16", CLASS_NAMES).image_size == [224, 224]
+    assert model_config("tiny", CLASS_NAMES, [32, 48]).image_size == [32, 48]
+    cfg = model_config("small", CLASS_NAMES, 32, num_heads=2)
+    assert (cfg.arch, cfg.patch_size, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.mlp_dim, cfg.dropout) == (
+        "small", 8, 128, 6, 2, 256, 0.1)
+    assert cfg.class_names == CLASS_NAMES and cfg.weights == "none"
+    with pytest.raises(ConfigError, match=r"^unknown model 'b64'; choose one of \['b16', 'b32', 'l16', 'l32', "
+                                          r"'small', 'tiny'\]$"):
+        model_config("b64", CLASS_NAMES)
+
+
+def test_only_the_imagenet21k_weights_bring_a_pre_logits_layer():
+    assert model_config("b16", CLASS_NAMES, weights="imagenet21k").representation_size == 768
+    assert model_config("b16", CLASS_NAMES, weights="imagenet21k+imagenet2012").representation_size is None
+    assert model_config("tiny", CLASS_NAMES).representation_size is None
+    assert model_config("tiny", CLASS_NAMES, representation_size=16).representation_size == 16
+
+
+@pytest.mark.parametrize("patch, depth", [(2, 1), (4, 2), (8, 3), (16, 4), (32, 5)])
+def test_a_power_of_two_patch_is_that_many_halvings(patch, depth):
+    from vit_flowers.model import conv_stem_depth
+
+    assert conv_stem_depth(patch) == depth
+
+
+@pytest.mark.parametrize("patch", [1, 0, 6, 12, 24])
+def test_other_patches_have_no_convolutional_stem(patch):
+    from vit_flowers.model import conv_stem_depth
+
+    with pytest.raises(ConfigError, match=f"^--stem conv needs a patch size that is a power of two, not {patch}$"):
+        conv_stem_depth(patch)
+
+
+@pytest.mark.parametrize("hidden, widths", [(32, [8, 16, 32]), (16, [8, 8, 16]), (64, [16, 32, 64])])
+def test_the_stem_doubles_its_channels_up_to_the_hidden_size(hidden, widths):
+    cfg = model_config("tiny", CLASS_NAMES, 32, num_layers=1, hidden_size=hidden, num_heads=2, mlp_dim=32,
+                       stem="conv")
+    backbone = build_backbone(cfg)
+    convs = [layer for layer in backbone.layers if layer.name.startswith("stem_conv_")]
+    assert [layer.filters for layer in convs] == widths
+    assert [layer.name for layer in convs] == ["stem_conv_0", "stem_conv_1", "stem_conv_2"]
+    assert all(layer.kernel_size == (3, 3) and layer.padding == "same" and not layer.use_bias for layer in convs)
+    assert [layer.name for layer in backbone.layers if layer.name.startswith(("stem_bn_", "stem_relu_"))] == [
+        "stem_bn_0", "stem_relu_0", "stem_bn_1", "stem_relu_1", "stem_bn_2", "stem_relu_2"]
+    assert backbone.get_layer("embedding").filters == hidden
+    assert backbone.name == "vit-tiny-convstem" and backbone.output_shape == (None, hidden)
+
+
+def test_the_conv_stem_backbone_returns_the_normalised_class_token():
+    import keras
+
+    cfg = model_config("tiny", CLASS_NAMES, 32, num_layers=2, hidden_size=32, mlp_dim=64, stem="conv")
+    backbone = build_backbone(cfg)
+    assert [layer.name for layer in backbone.layers if layer.name.startswith("Transformer_encoderblock_")] == [
+        "Transformer_encoderblock_0", "Transformer_encoderblock_1"]
+    tokens = keras.Model(backbone.input, backbone.get_layer("Transformer_encoder_norm").output)
+    x = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    all_tokens = tokens.predict(x, verbose=0)
+    assert all_tokens.shape == (2, 17, 32)
+    np.testing.assert_allclose(backbone.predict(x, verbose=0), all_tokens[:, 0], atol=1e-6)
+    block = backbone.get_layer("Transformer_encoderblock_0")
+    assert (block.num_heads, block.mlp_dim, block.dropout) == (cfg.num_heads, 64, cfg.dropout)
+
+
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_synchronised_batch_norm_is_asked_for_everywhere_or_nowhere(stem):
+    import keras
+
+    cfg = model_config("tiny", CLASS_NAMES, 32, num_layers=1, hidden_size=32, mlp_dim=32, stem=stem)
+    for sync in (False, True):
+        model = build_classifier(cfg, sync_batchnorm=sync)
+        norms = [layer for layer in model.layers[1:] + model.layers[0].layers
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        assert len(norms) == (2 if stem == "patch" else 5)
+        assert all(layer.synchronized is sync for layer in norms)
+
+
+def test_the_head_follows_its_config():
+    cfg = model_config("tiny", CLASS_NAMES, 32, num_layers=1, hidden_size=32, mlp_dim=32, head_units=7,
+                       head_bn_momentum=0.75)
+    model = build_classifier(cfg)
+    assert model.name == "vision_transformer" and model.input_shape == (None, 32, 32, 3)
+    assert [model.layers[2].momentum, model.layers[4].momentum] == [0.75, 0.75]
+    assert model.layers[3].units == 7 and model.layers[5].units == len(CLASS_NAMES)
+    x = np.linspace(-3, 3, 13, dtype=np.float32)[None]
+    np.testing.assert_allclose(model.layers[5].activation(x).numpy().sum(), 1.0, rtol=1e-6)  # softmax
+
+
+def test_the_heads_gelu_is_exact_or_the_tanh_form_the_post_used():
+    import keras
+
+    from vit_flowers.model import head_activation
+
+    x = np.array([-2.0, -0.5, 0.0, 1.0, 2.5], np.float32)
+    exact = keras.activations.gelu(x, approximate=False).numpy()
+    tanh = keras.activations.gelu(x, approximate=True).numpy()
+    assert np.abs(exact - tanh).max() > 1e-4  # the two forms differ enough to tell apart
+    for form, expected in (("exact", exact), ("tanh", tanh)):
+        cfg = model_config("tiny", CLASS_NAMES, 32, num_layers=1, hidden_size=32, mlp_dim=32, head_gelu=form)
+        dense = build_classifier(cfg).layers[3]
+        np.testing.assert_allclose(dense.activation(x).numpy(), expected, atol=1e-7)
+    assert head_activation("exact") == "gelu"
+
+
+def test_the_output_layer_stays_float32_under_mixed_precision():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_classifier(small_cfg())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.layers[3].dtype_policy.name == "mixed_float16"
+    assert model.layers[5].dtype_policy.name == "float32"
+    assert model(np.zeros((1, 32, 32, 3), np.float32)).dtype == "float32"
+
+
+def test_a_non_square_grid_gets_its_rows_and_columns_the_right_way_round(tmp_path):
+    """The position embeddings resized for a 4 x 6 grid are vit_keras' own
+    for 6 patches across and 4 down, not the transposed grid's."""
+    import warnings
+
+    from vit_keras import utils
+
+    path = write_flax_npz(build_backbone(small_cfg()), tmp_path / "tiny.npz")
+    cfg = model_config("tiny", CLASS_NAMES, [32, 48], weights=str(path), num_layers=2, hidden_size=32, mlp_dim=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = build_classifier(cfg).layers[0]
+        reference = build_backbone(cfg)
+        utils.load_weights_numpy(reference, str(path), pretrained_top=False, num_x_patches=6, num_y_patches=4)
+        transposed = build_backbone(cfg)
+        utils.load_weights_numpy(transposed, str(path), pretrained_top=False, num_x_patches=4, num_y_patches=6)
+
+    def posemb(backbone):
+        return backbone.get_layer("Transformer_posembed_input").get_weights()[0]
+
+    np.testing.assert_array_equal(posemb(loaded), posemb(reference))
+    assert np.abs(posemb(transposed) - posemb(reference)).max() > 1e-3
+
+
+def test_a_missing_weights_file_is_named(tmp_path):
+    cfg = model_config("tiny", CLASS_NAMES, 32, weights=str(tmp_path / "absent.npz"), num_layers=1, hidden_size=32,
+                       mlp_dim=32)
+    with pytest.raises(WeightsUnavailableError, match=f"^{tmp_path / 'absent.npz'}: weights file not found$"):
+        build_classifier(cfg)
+    build_classifier(cfg, load_pretrained=False)  # building alone does not read it
+
+
+def test_the_run_to_use_is_the_one_given_else_the_shipped_model(tmp_path, monkeypatch):
+    from vit_flowers import model as model_module
+
+    assert model_module.resolve_run(str(tmp_path / "mine")) == tmp_path / "mine"
+    assert model_module.resolve_run(None) == model_module.DEFAULT_MODEL_DIR
+    assert (model_module.DEFAULT_MODEL_DIR / "config.json").is_file()
+    monkeypatch.setattr(model_module, "DEFAULT_MODEL_DIR", tmp_path / "not-installed")
+    with pytest.raises(ConfigError, match=f"^no --run given and no default model at {tmp_path / 'not-installed'}$"):
+        model_module.resolve_run(None)
+
+
+def test_a_saved_run_holds_the_config_and_the_weights(tmp_path):
+    from vit_flowers.model import save_run
+
+    cfg = RunConfig(model=small_cfg())
+    model = build_classifier(cfg.model)
+    assert save_run(model, cfg, tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    assert sorted(p.name for p in (tmp_path / "new" / "run").iterdir()) == ["config.json", "model.weights.h5"]
+    again, saved = load_run(tmp_path / "new" / "run")
+    assert saved == cfg
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_run_dir_without_its_files_is_refused_naming_what_is_missing(tiny_run, tmp_path):
+    from vit_flowers.model import check_run_files
+
+    with pytest.raises(ConfigError, match=f"^{tmp_path / 'none'}: run dir not found$"):
+        check_run_files(tmp_path / "none")
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    assert check_run_files(copy).model.arch == "tiny"
+    (copy / "model.weights.h5").rename(copy / "other.weights.h5")
+    with pytest.raises(ConfigError, match=f"^{copy / 'model.weights.h5'}: weights file not found$"):
+        check_run_files(copy)
+    assert check_run_files(copy, "other.weights.h5").model.arch == "tiny"
+    model, _ = load_run(copy, "other.weights.h5")
+    assert model.output_shape == (None, len(CLASS_NAMES))
