@@ -47,7 +47,7 @@ TESTS: dict[str, list[str]] = {
                 "-k", "not script and not demo and not prepare and not training and not resized_crop "
                       "and not before_tensorflow and not take_the_process"],
     "attention": ["tests/test_attention.py"],
-    "train": ["tests/test_model.py", "tests/test_preset.py", "tests/test_reliability.py",
+    "train": ["tests/test_train.py", "tests/test_model.py", "tests/test_preset.py", "tests/test_reliability.py",
               "-k", "not sigkill and not ctrl_c and not finished and not contradicts and not short_post"],
     "plots": ["tests/test_figures.py"],
 }

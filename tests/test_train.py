@@ -1,0 +1,162 @@
+"""`vit_flowers.train`'s pieces that decide a run before it fits: the
+optimizer and its schedule, the loss, the size images are decoded at, the
+seed, and the data a run refuses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vit_flowers.config import RunConfig, TrainConfig
+from vit_flowers.errors import BadInputError, ConfigError
+from vit_flowers.model import model_config
+from vit_flowers.train import compile_model, make_optimizer, set_seed, training_load_size
+
+from conftest import CLASS_NAMES
+
+
+def _rate(optimizer, step: int) -> float:
+    rate = optimizer.learning_rate if not hasattr(optimizer, "_learning_rate") else optimizer._learning_rate
+    return float(rate(step)) if callable(rate) else float(rate)
+
+
+def test_warm_up_then_cosine_reaches_the_peak_after_the_warm_up_and_zero_at_the_end():
+    cfg = TrainConfig(epochs=10, learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=2)
+    optimizer = make_optimizer(cfg, steps_per_epoch=5)  # 50 steps, 10 of them warm-up
+    assert _rate(optimizer, 0) == 0.0
+    assert _rate(optimizer, 5) == pytest.approx(5e-4)
+    assert _rate(optimizer, 10) == pytest.approx(1e-3)
+    assert _rate(optimizer, 30) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 20 / 40)), rel=1e-5)
+    assert _rate(optimizer, 50) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cosine_without_warm_up_starts_at_the_peak():
+    cfg = TrainConfig(epochs=4, learning_rate=2e-3, lr_schedule="cosine", warmup_epochs=0)
+    optimizer = make_optimizer(cfg, steps_per_epoch=10)
+    assert _rate(optimizer, 0) == pytest.approx(2e-3)
+    assert _rate(optimizer, 20) == pytest.approx(1e-3, rel=1e-5)
+    assert _rate(optimizer, 40) == pytest.approx(0.0, abs=1e-9)
+    fractional = make_optimizer(TrainConfig(epochs=4, learning_rate=1e-3, lr_schedule="cosine",
+                                            warmup_epochs=0.5), steps_per_epoch=10)
+    assert _rate(fractional, 5) == pytest.approx(1e-3)  # half an epoch of 10 steps: 5 warm-up steps
+    assert _rate(fractional, 4) < 1e-3
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "constant"])
+def test_other_schedules_start_from_the_configured_rate(schedule):
+    optimizer = make_optimizer(TrainConfig(learning_rate=3e-4, lr_schedule=schedule), steps_per_epoch=7)
+    assert _rate(optimizer, 0) == pytest.approx(3e-4) and _rate(optimizer, 1000) == pytest.approx(3e-4)
+
+
+def test_adamw_carries_its_weight_decay_and_adam_none():
+    import keras
+
+    adamw = make_optimizer(TrainConfig(optimizer="adamw", weight_decay=0.05), 3)
+    assert type(adamw) is keras.optimizers.AdamW and adamw.weight_decay == pytest.approx(0.05)
+    adam = make_optimizer(TrainConfig(optimizer="adam"), 3)
+    assert type(adam) is keras.optimizers.Adam and not adam.weight_decay
+
+
+def test_ema_is_kept_by_the_optimizer_only_when_asked_for():
+    with_ema = make_optimizer(TrainConfig(optimizer="adamw", ema_momentum=0.995), 3)
+    assert with_ema.use_ema and with_ema.ema_momentum == pytest.approx(0.995)
+    assert make_optimizer(TrainConfig(optimizer="adam", ema_momentum=0.9), 3).use_ema
+    assert not make_optimizer(TrainConfig(), 3).use_ema
+
+
+def test_the_loss_smooths_labels_by_the_configured_amount():
+    import keras
+
+    model = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(5, activation="softmax")])
+    compile_model(model, TrainConfig(label_smoothing=0.2), steps_per_epoch=4)
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    y_true = np.eye(5, dtype=np.float32)[[1]]
+    y_pred = np.array([[0.1, 0.6, 0.1, 0.1, 0.1]], np.float32)
+    smoothed = y_true * 0.8 + 0.2 / 5
+    expected = -(smoothed * np.log(y_pred)).sum()
+    assert float(model.loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
+
+
+def _run_config(image_size, **train) -> RunConfig:
+    return RunConfig(model=model_config("tiny", CLASS_NAMES, image_size), train=TrainConfig(**train))
+
+
+def test_images_are_decoded_at_the_models_size_unless_crops_are_cut_from_larger_ones():
+    assert training_load_size(_run_config([32, 48])) == (32, 48)
+    assert training_load_size(_run_config([32, 48], augment="resized-crop")) == (32, 48)
+    assert training_load_size(_run_config([32, 48], augment="resized-crop", load_size=64)) == (64, 96)
+    assert training_load_size(_run_config([48, 80], augment="resized-crop", load_size=100)) == (100, 167)  # 166.7
+    assert training_load_size(_run_config([32, 32], augment="resized-crop", load_size=32)) == (32, 32)
+
+
+def test_a_load_size_that_cannot_be_used_is_refused_saying_why():
+    with pytest.raises(ConfigError, match=r"^--load-size 64 needs --augment resized-crop \(crops are cut from the "
+                                          r"larger images\); with --augment basic images are decoded at the "
+                                          r"model's size$"):
+        training_load_size(_run_config([32, 32], load_size=64))
+    with pytest.raises(ConfigError, match=r"^--load-size 40 is smaller than the model's input height 48$"):
+        training_load_size(_run_config([48, 32], augment="resized-crop", load_size=40))
+
+
+def test_the_same_seed_gives_the_same_random_draws():
+    import random
+
+    import tensorflow as tf
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(tf.random.uniform(()))
+
+    set_seed(7, deterministic=False)
+    first = draws()
+    set_seed(7, deterministic=False)
+    assert draws() == first
+    set_seed(8, deterministic=False)
+    assert draws() != first
+
+
+def test_lists_too_small_or_unreadable_are_refused_naming_the_list(synthetic_data, tmp_path):
+    from vit_flowers.train import array_datasets, stream_datasets
+
+    rows = pd.read_csv(synthetic_data / "training_files.csv")
+    rows["base_path"] = [str(synthetic_data / base) for base in rows["base_path"]]  # the lists are written elsewhere
+    small = tmp_path / "small.csv"
+    rows.groupby("type_dir").head(2).to_csv(small, index=False)  # 10 images, 2 a class
+    cfg = _run_config([32, 32], train_list=str(small), batch_size=16)
+    with pytest.raises(BadInputError, match=f"^{small}: 10 images, fewer than one batch of 16$"):
+        array_datasets(cfg, 16, 0, False, progress=False)
+    with pytest.raises(BadInputError, match=f"^{small}: 10 images, fewer than one batch of 16$"):
+        stream_datasets(cfg, 16)
+    broken = tmp_path / "broken"
+    for row in rows.itertuples():
+        (broken / row.type_dir).mkdir(parents=True, exist_ok=True)
+        (broken / row.type_dir / row.file_name).write_bytes(b"")
+    unreadable = tmp_path / "unreadable.csv"
+    rows.assign(base_path=str(broken)).to_csv(unreadable, index=False)
+    with pytest.raises(BadInputError, match=f"^{unreadable}: no image in the list could be read$"):
+        array_datasets(_run_config([32, 32], train_list=str(unreadable)), 8, 0, False, progress=False)
+    mixing = _run_config([32, 32], train_list=str(small), cutmix=0.5)
+    with pytest.raises(BadInputError, match="cannot be combined with --stream"):
+        stream_datasets(mixing, 2)
+
+
+def test_an_epoch_is_the_full_batches_of_the_list(synthetic_data):
+    from vit_flowers.train import array_datasets, stream_datasets
+
+    train_list = synthetic_data / "training_files.csv"
+    count = len(pd.read_csv(train_list))
+    cfg = _run_config([32, 32], train_list=str(train_list), val_list=str(synthetic_data / "testing_files.csv"))
+    train_ds, val_ds, steps, skipped = array_datasets(cfg, 16, 0, False, progress=False)
+    assert steps == count // 16 and skipped.empty
+    x, y = next(iter(train_ds))
+    assert tuple(x.shape) == (16, 32, 32, 3) and tuple(y.shape) == (16, len(CLASS_NAMES))
+    assert sum(int(b[0].shape[0]) for b in val_ds) == len(pd.read_csv(synthetic_data / "testing_files.csv"))
+    _, val_equal, _, _ = array_datasets(cfg, 16, 0, True, progress=False)
+    assert all(int(b[0].shape[0]) == 16 for b in val_equal)  # equal shards: no partial batch
+    _, stream_val, stream_steps, _ = stream_datasets(cfg, 16)
+    assert stream_steps == steps and stream_val is not None
+    no_val = _run_config([32, 32], train_list=str(train_list))
+    assert array_datasets(no_val, 16, 0, False, progress=False)[1] is None
+    assert stream_datasets(no_val, 16)[1] is None
