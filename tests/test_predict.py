@@ -216,3 +216,21 @@ def test_outputs_of_a_run_without_labels_replace_an_earlier_runs_metrics(tmp_pat
     written = predict.write_outputs(predict.PredictionResult(nothing, empty_skipped, None), CLASS_NAMES, out)
     assert [p.name for p in written] == [predict.PREDICTIONS_FILE]
     assert [p.name for p in out.iterdir()] == [predict.PREDICTIONS_FILE]
+
+
+def test_the_batch_size_reaches_every_forward_pass(monkeypatch):
+    """The batch size bounds the memory of a pass (ViT-B/16's attention at
+    batch 32 is gigabytes): it must reach `forward`, the mirror pass too."""
+    calls = []
+
+    def recording_forward(model, x, batch_size=32):
+        calls.append((x[0, 0, :, 0].tolist(), batch_size))
+        return np.zeros((len(x), 5), np.float32)
+
+    monkeypatch.setattr(predict, "forward", recording_forward)
+    x = np.arange(3 * 1 * 4 * 3, dtype=np.float32).reshape(3, 1, 4, 3)
+    predict.predict_arrays("model", x, batch_size=5, mirror=True)
+    assert calls == [([0.0, 3.0, 6.0, 9.0], 5), ([9.0, 6.0, 3.0, 0.0], 5)]
+    calls.clear()
+    predict.predict_arrays("model", x)
+    assert calls == [([0.0, 3.0, 6.0, 9.0], 32)]
