@@ -234,3 +234,46 @@ def test_the_batch_size_reaches_every_forward_pass(monkeypatch):
     calls.clear()
     predict.predict_arrays("model", x)
     assert calls == [([0.0, 3.0, 6.0, 9.0], 32)]
+
+
+def test_predict_inputs_passes_its_batch_size_on(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    sizes = []
+
+    def recording_forward(model, x, batch_size=32):
+        sizes.append(batch_size)
+        return np.full((len(x), 5), 0.2, np.float32)
+
+    monkeypatch.setattr(predict, "forward", recording_forward)
+    model = SimpleNamespace(output_shape=(None, 5))
+    run_config = SimpleNamespace(model=SimpleNamespace(class_names=CLASS_NAMES, image_size=[16, 16]))
+    inputs = pd.DataFrame({"file": [str(_png(tmp_path / "a.png"))], "true": ["daisy"]})
+    predict.predict_inputs(model, run_config, inputs, progress=False)
+    predict.predict_inputs(model, run_config, inputs, batch_size=3, progress=False)
+    assert sizes == [32, 3]
+
+
+def test_the_grid_shows_sixteen_evenly_spaced_rows_with_their_confidence(tmp_path, monkeypatch):
+    from vit_flowers import plots
+
+    drawn = {}
+
+    def recording_grid(images, true, pred, path, confidence=None):
+        drawn.update(images=images, true=true, pred=pred, confidence=confidence)
+        return plots_grid(images, true, pred, path, confidence=confidence)
+
+    plots_grid = plots.prediction_grid
+    monkeypatch.setattr(plots, "prediction_grid", recording_grid)
+    files = [str(_png(tmp_path / "img" / f"{k}.png", 5 * k, size=8)) for k in range(40)]
+    probs = np.random.default_rng(0).dirichlet(np.ones(5), 40).astype(np.float32)
+    table = predict.predictions_table(files, ["daisy"] * 40, probs, CLASS_NAMES)
+    out = tmp_path / "new" / "nested" / "out"  # folders that do not exist yet
+    predict.write_outputs(predict.PredictionResult(table, pd.DataFrame(columns=["file", "reason"]), None),
+                          CLASS_NAMES, out)
+    picks = plots.evenly_spaced(40, 16)
+    assert len(picks) == 16 and len(drawn["true"]) == 16
+    assert drawn["pred"] == table["pred"].iloc[picks].tolist()
+    np.testing.assert_allclose(drawn["confidence"], probs[picks].max(axis=1))
+    assert [int(np.median(image)) for image in drawn["images"]] == [5 * k for k in picks]
+    assert (out / predict.GRID_FILE).is_file()
