@@ -236,7 +236,7 @@ def test_the_batch_size_reaches_every_forward_pass(monkeypatch):
     assert calls == [([0.0, 3.0, 6.0, 9.0], 32)]
 
 
-def test_predict_inputs_passes_its_batch_size_on(tmp_path, monkeypatch):
+def test_predict_inputs_passes_its_batch_size_and_progress_bar_on(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
     sizes = []
@@ -249,9 +249,13 @@ def test_predict_inputs_passes_its_batch_size_on(tmp_path, monkeypatch):
     model = SimpleNamespace(output_shape=(None, 5))
     run_config = SimpleNamespace(model=SimpleNamespace(class_names=CLASS_NAMES, image_size=[16, 16]))
     inputs = pd.DataFrame({"file": [str(_png(tmp_path / "a.png"))], "true": ["daisy"]})
+    capsys.readouterr()
     predict.predict_inputs(model, run_config, inputs, progress=False)
     predict.predict_inputs(model, run_config, inputs, batch_size=3, progress=False)
     assert sizes == [32, 3]
+    assert capsys.readouterr().out == ""
+    predict.predict_inputs(model, run_config, inputs)
+    assert "1/1" in capsys.readouterr().out  # the bar is on by default
 
 
 def test_the_grid_shows_sixteen_evenly_spaced_rows_with_their_confidence(tmp_path, monkeypatch):
