@@ -98,7 +98,8 @@ def test_chunks_keep_each_probability_row_with_its_own_file(loaded, tmp_path):
     names = list(map(str, files))
     probs, kept, skipped = predict.predict_files(model, names, size, batch_size=2, chunk_size=3, progress=False)
     assert kept.tolist() == [k for k in range(len(names)) if k not in bad]
-    assert sorted(skipped["file"]) == sorted(str(p) for p in bad.values())
+    assert skipped["file"].tolist() == [str(bad[1]), str(bad[5])]  # in list order, from two chunks
+    assert skipped.index.tolist() == [0, 1]  # one table, not two chunks' indices side by side
     assert skipped.set_index("file").loc[str(bad[1]), "reason"].startswith("empty file")
     expected = model.predict(preprocess(np.stack([decode_image(names[k], size) for k in kept])), verbose=0)
     np.testing.assert_allclose(probs, expected, atol=1e-5)
@@ -281,3 +282,28 @@ def test_the_grid_shows_sixteen_evenly_spaced_rows_with_their_confidence(tmp_pat
     np.testing.assert_allclose(drawn["confidence"], probs[picks].max(axis=1))
     assert [int(np.median(image)) for image in drawn["images"]] == [5 * k for k in picks]
     assert (out / predict.GRID_FILE).is_file()
+
+
+def test_files_are_decoded_256_at_a_time_and_predicted_32_at_a_time_by_default(monkeypatch, tmp_path):
+    """The chunk bounds the decoded images held at once, the batch the
+    memory of a forward pass: both defaults reach where they act."""
+    from types import SimpleNamespace
+
+    from vit_flowers import images
+
+    chunks, batches = [], []
+    real_chunks = images.iter_image_chunks
+
+    def recording_chunks(paths, size, chunk_size=256):
+        chunks.append(chunk_size)
+        return real_chunks(paths, size, chunk_size)
+
+    def recording_forward(model, x, batch_size=None):
+        batches.append(batch_size)
+        return np.zeros((len(x), 5), np.float32)
+
+    monkeypatch.setattr(predict, "iter_image_chunks", recording_chunks)
+    monkeypatch.setattr(predict, "forward", recording_forward)
+    files = [str(_png(tmp_path / f"{k}.png")) for k in range(3)]
+    probs, kept, _ = predict.predict_files(SimpleNamespace(output_shape=(None, 5)), files, (16, 16), progress=False)
+    assert (chunks, batches) == ([256], [32]) and probs.shape == (3, 5) and kept.tolist() == [0, 1, 2]
