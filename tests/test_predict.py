@@ -307,3 +307,13 @@ def test_files_are_decoded_256_at_a_time_and_predicted_32_at_a_time_by_default(m
     files = [str(_png(tmp_path / f"{k}.png")) for k in range(3)]
     probs, kept, _ = predict.predict_files(SimpleNamespace(output_shape=(None, 5)), files, (16, 16), progress=False)
     assert (chunks, batches) == ([256], [32]) and probs.shape == (3, 5) and kept.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("fused_default, jit_default", [(True, True), (False, False), (False, True)])
+def test_the_packages_defaults_decide_what_is_not_given(loaded, monkeypatch, fused_default, jit_default):
+    model, _ = loaded
+    monkeypatch.setattr(predict, "FUSED_ATTENTION", fused_default)
+    monkeypatch.setattr(predict, "JIT_COMPILE", jit_default)
+    assert predict.forward_options(model) == {"fused": fused_default, "jit_compile": jit_default}
+    assert predict.forward_options(model, fused=not fused_default, jit_compile=not jit_default) == {
+        "fused": not fused_default, "jit_compile": not jit_default}
