@@ -317,3 +317,65 @@ def test_the_packages_defaults_decide_what_is_not_given(loaded, monkeypatch, fus
     assert predict.forward_options(model) == {"fused": fused_default, "jit_compile": jit_default}
     assert predict.forward_options(model, fused=not fused_default, jit_compile=not jit_default) == {
         "fused": not fused_default, "jit_compile": not jit_default}
+
+
+def _plain_model():
+    import keras
+
+    return keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+
+
+def test_one_graph_serves_every_batch_size_and_xla_is_asked_for_only_when_wanted():
+    """The traced function takes any batch (its signature leaves the batch
+    free), so the last, smaller batch of a list does not trace it again."""
+    model = _plain_model()
+    x = np.random.default_rng(9).normal(size=(7, 4)).astype(np.float32)
+    for batch in (3, 2, 7):
+        predict.forward(model, x, batch, jit_compile=False)
+    (fn,) = predict._FORWARD[model].values()
+    assert fn.experimental_get_tracing_count() == 1
+    assert not fn._jit_compile  # tf.function keeps what it was asked for here
+    predict.forward(model, x, 3, jit_compile=True)
+    assert predict._FORWARD[model][(False, True)]._jit_compile is True
+
+
+def test_forward_goes_32_at_a_time_by_default(monkeypatch):
+    sizes = []
+
+    class Tensor:  # what a traced function returns: something with .numpy()
+        def __init__(self, array):
+            self.array = array
+
+        def numpy(self):
+            return self.array
+
+    def recording_trace(model, fused, jit_compile):
+        def run(t):
+            sizes.append(len(t))
+            return Tensor(np.zeros((len(t), 3), np.float32) + np.asarray(t)[:, :1])
+        return run
+
+    monkeypatch.setattr(predict, "_traced_forward", recording_trace)
+    x = np.arange(70, dtype=np.float32)[:, None].repeat(4, axis=1)
+    out = predict.forward(_plain_model(), x)
+    assert sizes == [32, 32, 6]
+    np.testing.assert_array_equal(out[:, 0], np.arange(70))  # the batches back in order
+
+
+def test_other_backends_run_model_predict_with_the_batch_size(monkeypatch):
+    import keras
+
+    calls = []
+
+    class Recorder:
+        def predict(self, x, batch_size=None, verbose="auto"):
+            calls.append((x, batch_size, verbose))
+            return np.ones((len(x), 2), np.float32)
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    x = np.zeros((5, 4), np.float32)
+    out = predict.forward(Recorder(), x, batch_size=4)
+    assert out.shape == (5, 2) and len(calls) == 1
+    assert calls[0][0] is x and calls[0][1:] == (4, 0)  # silent: the package draws its own progress bar
+    predict.forward(Recorder(), x)
+    assert calls[1][1] == 32
