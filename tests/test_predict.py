@@ -142,6 +142,8 @@ def test_the_progress_bar_counts_every_file(loaded, tmp_path, capsys):
     assert "6/5" not in shown
     predict.predict_files(model, names, (32, 32), chunk_size=2, progress=False)
     assert capsys.readouterr().out == ""
+    predict.predict_files(model, names, (32, 32))
+    assert "5/5" in capsys.readouterr().out  # on by default
 
 
 def test_mirror_averages_the_arrays_with_their_mirror_images(loaded):
