@@ -223,41 +223,40 @@ def test_outputs_of_a_run_without_labels_replace_an_earlier_runs_metrics(tmp_pat
     assert [p.name for p in out.iterdir()] == [predict.PREDICTIONS_FILE]
 
 
-def test_the_batch_size_reaches_every_forward_pass(monkeypatch):
-    """The batch size bounds the memory of a pass (ViT-B/16's attention at
-    batch 32 is gigabytes): it must reach `forward`, the mirror pass too."""
+@pytest.fixture
+def forward_calls(monkeypatch) -> list:
+    """`predict.forward` replaced by a recorder of its (x, batch_size) calls
+    (None: no batch size passed); every image gets 0.2 for each class."""
     calls = []
 
-    def recording_forward(model, x, batch_size=32):
-        calls.append((x[0, 0, :, 0].tolist(), batch_size))
-        return np.zeros((len(x), 5), np.float32)
-
-    monkeypatch.setattr(predict, "forward", recording_forward)
-    x = np.arange(3 * 1 * 4 * 3, dtype=np.float32).reshape(3, 1, 4, 3)
-    predict.predict_arrays("model", x, batch_size=5, mirror=True)
-    assert calls == [([0.0, 3.0, 6.0, 9.0], 5), ([9.0, 6.0, 3.0, 0.0], 5)]
-    calls.clear()
-    predict.predict_arrays("model", x)
-    assert calls == [([0.0, 3.0, 6.0, 9.0], 32)]
-
-
-def test_predict_inputs_passes_its_batch_size_and_progress_bar_on(tmp_path, monkeypatch, capsys):
-    from types import SimpleNamespace
-
-    sizes = []
-
-    def recording_forward(model, x, batch_size=32):
-        sizes.append(batch_size)
+    def recording_forward(model, x, batch_size=None):
+        calls.append((np.array(x), batch_size))
         return np.full((len(x), 5), 0.2, np.float32)
 
     monkeypatch.setattr(predict, "forward", recording_forward)
+    return calls
+
+
+def test_the_batch_size_reaches_every_forward_pass(forward_calls):
+    """The batch size bounds the memory of a pass (ViT-B/16's attention at
+    batch 32 is gigabytes): it must reach `forward`, the mirror pass too."""
+    x = np.arange(3 * 1 * 4 * 3, dtype=np.float32).reshape(3, 1, 4, 3)
+    predict.predict_arrays("model", x, batch_size=5, mirror=True)
+    predict.predict_arrays("model", x)
+    assert [(seen[0, 0, :, 0].tolist(), batch) for seen, batch in forward_calls] == [
+        ([0.0, 3.0, 6.0, 9.0], 5), ([9.0, 6.0, 3.0, 0.0], 5), ([0.0, 3.0, 6.0, 9.0], 32)]
+
+
+def test_predict_inputs_passes_its_batch_size_and_progress_bar_on(tmp_path, forward_calls, capsys):
+    from types import SimpleNamespace
+
     model = SimpleNamespace(output_shape=(None, 5))
     run_config = SimpleNamespace(model=SimpleNamespace(class_names=CLASS_NAMES, image_size=[16, 16]))
     inputs = pd.DataFrame({"file": [str(_png(tmp_path / "a.png"))], "true": ["daisy"]})
     capsys.readouterr()
     predict.predict_inputs(model, run_config, inputs, progress=False)
     predict.predict_inputs(model, run_config, inputs, batch_size=3, progress=False)
-    assert sizes == [32, 3]
+    assert [batch for _, batch in forward_calls] == [32, 3]
     assert capsys.readouterr().out == ""
     predict.predict_inputs(model, run_config, inputs)
     assert "1/1" in capsys.readouterr().out  # the bar is on by default
@@ -288,29 +287,25 @@ def test_the_grid_shows_sixteen_evenly_spaced_rows_with_their_confidence(tmp_pat
     assert (out / predict.GRID_FILE).is_file()
 
 
-def test_files_are_decoded_256_at_a_time_and_predicted_32_at_a_time_by_default(monkeypatch, tmp_path):
+def test_files_are_decoded_256_at_a_time_and_predicted_32_at_a_time_by_default(monkeypatch, forward_calls,
+                                                                                tmp_path):
     """The chunk bounds the decoded images held at once, the batch the
     memory of a forward pass: both defaults reach where they act."""
     from types import SimpleNamespace
 
     from vit_flowers import images
 
-    chunks, batches = [], []
+    chunks = []
     real_chunks = images.iter_image_chunks
 
     def recording_chunks(paths, size, chunk_size=256):
         chunks.append(chunk_size)
         return real_chunks(paths, size, chunk_size)
 
-    def recording_forward(model, x, batch_size=None):
-        batches.append(batch_size)
-        return np.zeros((len(x), 5), np.float32)
-
     monkeypatch.setattr(predict, "iter_image_chunks", recording_chunks)
-    monkeypatch.setattr(predict, "forward", recording_forward)
     files = [str(_png(tmp_path / f"{k}.png")) for k in range(3)]
     probs, kept, _ = predict.predict_files(SimpleNamespace(output_shape=(None, 5)), files, (16, 16), progress=False)
-    assert (chunks, batches) == ([256], [32]) and probs.shape == (3, 5) and kept.tolist() == [0, 1, 2]
+    assert (chunks, [batch for _, batch in forward_calls]) == ([256], [32]) and probs.shape == (3, 5) and kept.tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("fused_default, jit_default", [(True, True), (False, False), (False, True)])
