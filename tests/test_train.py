@@ -19,8 +19,10 @@ from conftest import CLASS_NAMES
 
 
 def _rate(optimizer, step: int) -> float:
-    rate = optimizer.learning_rate if not hasattr(optimizer, "_learning_rate") else optimizer._learning_rate
-    return float(rate(step)) if callable(rate) else float(rate)
+    """The rate the optimizer applies at `step`, read through its public
+    `learning_rate` (the schedule evaluated at its iteration count)."""
+    optimizer.iterations.assign(step)
+    return float(optimizer.learning_rate)
 
 
 def test_warm_up_then_cosine_reaches_the_peak_after_the_warm_up_and_zero_at_the_end():
