@@ -50,7 +50,7 @@ bench: $(VENV)/.peer-installed  ## benchmarks, full sizes
 	$(BIN)/python benchmarks/run_all.py
 
 mutation: $(VENV)/.dev-installed  ## mutation score of the core modules (hours): mutation/scores.json, survivors
-	$(BIN)/python tools/mutation.py $(if $(MODULES),--modules $(MODULES)) $(if $(SURVIVORS),--survivors)
+	$(BIN)/python tools/mutation.py $(if $(MODULES),--modules $(MODULES)) $(if $(SURVIVORS),--survivors) $(if $(FUNCTIONS),--functions $(FUNCTIONS))
 
 clean:
 	rm -rf runs .pytest_cache

@@ -45,3 +45,24 @@ def test_rechecked_survivors_replace_their_old_status():
     assert before["survived"] == 20  # the previous counts are left as they were
     assert mutation.mutation_score(after) == pytest.approx(82 / 100)
     assert mutation.mutation_score({status: 0 for status in mutation.STATUSES}) is None
+
+
+def test_a_finishing_run_counts_its_mutants_in_place_of_the_not_checked_ones():
+    before = {status: 0 for status in mutation.STATUSES} | {"killed": 124, "survived": 20, "not checked": 364}
+    after = mutation.merged_counts(before, {"a": "killed", "b": "killed", "c": "survived"}, replacing="not checked")
+    assert (after["killed"], after["survived"], after["not checked"]) == (126, 21, 361)
+    assert sum(after.values()) == sum(before.values())
+    assert mutation.mutation_score(after) == pytest.approx(126 / 147)  # the not-checked count in neither part
+    with pytest.raises(ValueError, match="2 not checked mutants, fewer than the 3 checked now"):
+        mutation.merged_counts(before | {"not checked": 2}, {"a": "killed", "b": "killed", "c": "killed"},
+                               replacing="not checked")
+
+
+def test_function_patterns_match_that_functions_mutants_alone():
+    import fnmatch
+
+    (pattern,) = mutation.function_patterns("datasets", ["file_dataset"])
+    assert fnmatch.fnmatch("vit_flowers.datasets.x_file_dataset__mutmut_12", pattern)
+    assert not fnmatch.fnmatch("vit_flowers.datasets.x_array_dataset__mutmut_1", pattern)
+    assert not fnmatch.fnmatch("vit_flowers.images.x_file_dataset__mutmut_1", pattern)
+    assert not fnmatch.fnmatch("vit_flowers.datasets.x_file_dataset_rows__mutmut_1", pattern)  # a longer name

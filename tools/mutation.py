@@ -14,6 +14,7 @@ or an equivalent mutant).
     python tools/mutation.py                      # every module
     python tools/mutation.py --modules filelists images
     python tools/mutation.py --modules attention --survivors   # re-check the last survivors only
+    python tools/mutation.py --modules datasets --functions file_dataset one_hot   # finish a stopped run
 
 `--survivors` re-runs only the mutants that survived the module's last run
 (read from its survivors file) against today's tests, and updates that
@@ -21,11 +22,17 @@ run's counts: minutes instead of hours once new tests are written. A
 survivor whose name now shows another diff (its function was edited since,
 and mutmut numbered its mutants anew) is not re-checked and stays a
 survivor; run the module whole to score the edited code.
+
+`--functions` runs only the mutants of the named functions and counts them
+in place of the module's last run's "not checked" mutants: for finishing a
+run that was stopped before it reached those functions, without running
+again what it did check.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -127,18 +134,28 @@ def recorded_survivors(text: str) -> dict[str, str]:
     return out
 
 
-def merged_counts(previous: dict, rechecked: dict[str, str]) -> dict:
-    """The previous run's counts with its survivors replaced by their statuses now."""
+def merged_counts(previous: dict, rechecked: dict[str, str], replacing: str = "survived") -> dict:
+    """The previous run's counts with `len(rechecked)` of its `replacing` mutants (its survivors,
+    or those it never checked) replaced by their statuses now."""
+    if previous[replacing] < len(rechecked):
+        raise ValueError(f"the last run has {previous[replacing]} {replacing} mutants, "
+                         f"fewer than the {len(rechecked)} checked now")
     counts = dict(previous)
-    counts["survived"] -= len(rechecked)
+    counts[replacing] -= len(rechecked)
     for status in rechecked.values():
         counts[status] += 1
     return counts
 
 
-def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, str] | None = None) -> dict:
+def function_patterns(module: str, functions: list[str]) -> list[str]:
+    """mutmut name patterns of every mutant of `functions` in `module`."""
+    return [f"vit_flowers.{module}.x_{name}__mutmut_*" for name in functions]
+
+
+def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, str] | None = None,
+               patterns: list[str] | None = None) -> dict:
     """Mutate `module` in a fresh copy and run its tests on every mutant (or on the mutants
-    named in `only`, name -> the diff recorded for it)."""
+    named in `only`, name -> the diff recorded for it, or on those whose names match `patterns`)."""
     work = work_root / module
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -150,13 +167,17 @@ def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, s
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         if module != "train":
             env["VIT_FLOWERS_TEST_TINY_RUN"] = str(trained_tiny_run(work_root))
-        subprocess.run([mutmut, "run", *(only or [])], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env)
+        subprocess.run([mutmut, "run", *(only or patterns or [])], cwd=work, stdout=out, stderr=subprocess.STDOUT,
+                       env=env)
     results = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True).stdout
     statuses = {}
     for line in results.splitlines():
         match = re.match(r"\s*(\S+): (.+)$", line)
         if match and match.group(2) in STATUSES:
             statuses[match.group(1)] = match.group(2)
+    if patterns:
+        statuses = {name: status for name, status in statuses.items()
+                    if any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}
     if only is None:
         survivors = [name for name, status in statuses.items() if status == "survived"]
         shown = dict(zip(survivors, diffs_of(mutmut, work, survivors)))
@@ -189,8 +210,13 @@ def main(argv=None) -> int:
                         help="where the copies of the repository and mutmut's logs go")
     parser.add_argument("--survivors", action="store_true",
                         help="re-check only the mutants that survived each module's last run (see above)")
+    parser.add_argument("--functions", nargs="+", metavar="NAME",
+                        help="run only these functions' mutants, counted in place of the last run's not-checked "
+                             "ones (one module; see above)")
     parser.add_argument("--out", type=Path, default=REPO / "mutation", help="where scores.json and survivors.txt go")
     args = parser.parse_args(argv)
+    if args.functions and (args.survivors or len(args.modules) != 1):
+        parser.error("--functions takes one module and cannot be combined with --survivors")
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or shutil.which("mutmut")
     if mutmut is None:
         print("error: mutmut is not installed (pip install -r requirements-dev.txt)", file=sys.stderr)
@@ -210,10 +236,29 @@ def main(argv=None) -> int:
             if not only:
                 print(f"{module}: no survivors to re-check")
                 continue
-        result = run_module(module, args.work, mutmut, print, only)
+        patterns = None
+        if args.functions:
+            if module not in scores:
+                print(f"error: {module} has no earlier run to finish", file=sys.stderr)
+                return 2
+            patterns = function_patterns(module, args.functions)
+        result = run_module(module, args.work, mutmut, print, only, patterns)
         survivors = result.pop("survivors")
         rechecked = result.pop("statuses")
-        if only is not None:
+        if patterns is not None:
+            try:
+                counts = merged_counts(scores[module]["counts"], rechecked, replacing="not checked")
+            except ValueError as err:
+                print(f"error: {module}: {err}", file=sys.stderr)
+                return 2
+            earlier = survivors_file.read_text(encoding="utf-8") if survivors_file.exists() else ""
+            survivors = [earlier.rstrip("\n") + "\n"] * bool(earlier.strip()) + survivors
+            checked = f"{len(rechecked)} mutants of {', '.join(args.functions)} checked"
+            result = {**result, "counts": counts, "score": mutation_score(counts),
+                      "seconds": scores[module]["seconds"] + result["seconds"],
+                      "note": "; then ".join(filter(None, [scores[module].get("note"), checked]))}
+            print(f"{module}: with the last run {counts} score {round(result['score'], 3)}")
+        elif only is not None:
             counts = merged_counts(scores[module]["counts"], rechecked)
             result = {**result, "counts": counts, "score": mutation_score(counts),
                       "seconds": scores[module]["seconds"] + result["seconds"],
