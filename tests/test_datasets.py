@@ -167,3 +167,42 @@ def test_training_defaults_are_seed_0_from_epoch_0_at_strength_half():
     for a, b in zip(strong, first(rand_ops=2, rand_strength=0.5)):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(strong, first(rand_ops=2, rand_strength=1.0)))
+
+
+def _png_files(folder, images) -> list[str]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, image in enumerate(images):
+        files.append(str(folder / f"{i}.png"))
+        Image.fromarray(image).save(files[-1])
+    return files
+
+
+def test_a_streamed_training_pass_is_fixed_by_its_seed_and_an_evaluation_pass_is_the_files_in_order(tmp_path):
+    """The --stream path: the shuffle, the crops and the RandAugment draws all follow the run's seed
+    (the same seed, the same batches; another seed, others), and evaluation neither shuffles nor augments."""
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (6, 24, 24, 3)).astype(np.uint8)
+    files = _png_files(tmp_path / "png", images)
+    labels = [0, 1, 2, 0, 1, 2]
+
+    def stream(seed, **kw):
+        ds = file_dataset(files, labels, 3, (24, 24), batch_size=6, skipped=[], training=True,
+                          augment="resized-crop", seed=seed, output_size=(16, 16), rand_ops=2, **kw)
+        return _batches(ds)[0]
+
+    (x1, y1), (x2, y2) = stream(4), stream(4)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    x3, y3 = stream(5)
+    assert not np.allclose(x1, x3)
+    assert not np.array_equal(y1.argmax(axis=1), y3.argmax(axis=1))  # another order of the six
+    assert not np.allclose(x1, stream(4, rand_strength=1.0)[0])  # the strength reaches the operations
+
+    evaluation = _batches(file_dataset(files, labels, 3, (24, 24), batch_size=4, skipped=[], augment="resized-crop",
+                                       seed=4, rand_ops=2))
+    x = np.concatenate([b[0] for b in evaluation])
+    np.testing.assert_allclose(x, np.asarray(preprocess(images)), atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in evaluation]).argmax(axis=1), labels)
