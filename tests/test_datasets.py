@@ -104,13 +104,19 @@ def test_images_larger_than_the_model_need_resized_crop():
                       output_size=(16, 16))
 
 
-def test_streaming_resized_crop_decodes_large_and_crops_to_the_model(tmp_path):
+def _png_files(folder, images) -> list[str]:
     from PIL import Image
 
+    folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for i, image in enumerate(_halves(4, 40)):
-        files.append(str(tmp_path / f"{i}.png"))
+    for i, image in enumerate(images):
+        files.append(str(folder / f"{i}.png"))
         Image.fromarray(image).save(files[-1])
+    return files
+
+
+def test_streaming_resized_crop_decodes_large_and_crops_to_the_model(tmp_path):
+    files = _png_files(tmp_path, _halves(4, 40))
     ds = file_dataset(files, [0, 1, 0, 1], 2, (40, 40), batch_size=4, skipped=[], training=True,
                       augment="resized-crop", seed=0, output_size=(16, 16))
     x, y = next(iter(ds))
@@ -167,17 +173,6 @@ def test_training_defaults_are_seed_0_from_epoch_0_at_strength_half():
     for a, b in zip(strong, first(rand_ops=2, rand_strength=0.5)):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(strong, first(rand_ops=2, rand_strength=1.0)))
-
-
-def _png_files(folder, images) -> list[str]:
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, image in enumerate(images):
-        files.append(str(folder / f"{i}.png"))
-        Image.fromarray(image).save(files[-1])
-    return files
 
 
 def test_a_streamed_training_pass_is_fixed_by_its_seed_and_an_evaluation_pass_is_the_files_in_order(tmp_path):

@@ -66,3 +66,9 @@ def test_function_patterns_match_that_functions_mutants_alone():
     assert not fnmatch.fnmatch("vit_flowers.datasets.x_array_dataset__mutmut_1", pattern)
     assert not fnmatch.fnmatch("vit_flowers.images.x_file_dataset__mutmut_1", pattern)
     assert not fnmatch.fnmatch("vit_flowers.datasets.x_file_dataset_rows__mutmut_1", pattern)  # a longer name
+
+
+def test_a_partial_run_is_folded_into_the_previous_one_with_both_runs_seconds():
+    counts = {status: 0 for status in mutation.STATUSES} | {"killed": 3, "survived": 1}
+    merged = mutation.merged_result({"tests": ["t"], "seconds": 40}, {"seconds": 100}, counts, "finished")
+    assert merged == {"tests": ["t"], "seconds": 140, "counts": counts, "score": 0.75, "note": "finished"}

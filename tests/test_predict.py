@@ -305,7 +305,8 @@ def test_files_are_decoded_256_at_a_time_and_predicted_32_at_a_time_by_default(m
     monkeypatch.setattr(predict, "iter_image_chunks", recording_chunks)
     files = [str(_png(tmp_path / f"{k}.png")) for k in range(3)]
     probs, kept, _ = predict.predict_files(SimpleNamespace(output_shape=(None, 5)), files, (16, 16), progress=False)
-    assert (chunks, [batch for _, batch in forward_calls]) == ([256], [32]) and probs.shape == (3, 5) and kept.tolist() == [0, 1, 2]
+    assert (chunks, [batch for _, batch in forward_calls]) == ([256], [32])
+    assert probs.shape == (3, 5) and kept.tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("fused_default, jit_default", [(True, True), (False, False), (False, True)])

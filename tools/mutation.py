@@ -147,6 +147,13 @@ def merged_counts(previous: dict, rechecked: dict[str, str], replacing: str = "s
     return counts
 
 
+def merged_result(result: dict, previous: dict, counts: dict, note: str) -> dict:
+    """A partial run's result folded into the module's previous one: the merged counts and
+    their score, both runs' seconds, and what the partial run did."""
+    return {**result, "counts": counts, "score": mutation_score(counts),
+            "seconds": previous["seconds"] + result["seconds"], "note": note}
+
+
 def function_patterns(module: str, functions: list[str]) -> list[str]:
     """mutmut name patterns of every mutant of `functions` in `module`."""
     return [f"vit_flowers.{module}.x_{name}__mutmut_*" for name in functions]
@@ -251,19 +258,17 @@ def main(argv=None) -> int:
             except ValueError as err:
                 print(f"error: {module}: {err}", file=sys.stderr)
                 return 2
-            earlier = survivors_file.read_text(encoding="utf-8") if survivors_file.exists() else ""
-            survivors = [earlier.rstrip("\n") + "\n"] * bool(earlier.strip()) + survivors
+            earlier = survivors_file.read_text(encoding="utf-8").rstrip("\n") if survivors_file.exists() else ""
+            survivors = ([earlier + "\n"] if earlier.strip() else []) + survivors
             checked = f"{len(rechecked)} mutants of {', '.join(args.functions)} checked"
-            result = {**result, "counts": counts, "score": mutation_score(counts),
-                      "seconds": scores[module]["seconds"] + result["seconds"],
-                      "note": "; then ".join(filter(None, [scores[module].get("note"), checked]))}
+            result = merged_result(result, scores[module], counts,
+                                   "; then ".join(filter(None, [scores[module].get("note"), checked])))
             print(f"{module}: with the last run {counts} score {round(result['score'], 3)}")
         elif only is not None:
             counts = merged_counts(scores[module]["counts"], rechecked)
-            result = {**result, "counts": counts, "score": mutation_score(counts),
-                      "seconds": scores[module]["seconds"] + result["seconds"],
-                      "note": f"{len(only)} survivors of the run before re-checked with today's tests "
-                              f"({sum(v == 'killed' for v in rechecked.values())} now killed)"}
+            result = merged_result(result, scores[module], counts,
+                                   f"{len(only)} survivors of the run before re-checked with today's tests "
+                                   f"({sum(v == 'killed' for v in rechecked.values())} now killed)")
             print(f"{module}: after the re-check {counts} score {round(result['score'], 3)}")
         scores[module] = result
         (args.out / f"survivors_{module}.txt").write_text("\n".join(survivors), encoding="utf-8")
