@@ -72,3 +72,20 @@ def test_a_partial_run_is_folded_into_the_previous_one_with_both_runs_seconds():
     counts = {status: 0 for status in mutation.STATUSES} | {"killed": 3, "survived": 1}
     merged = mutation.merged_result({"tests": ["t"], "seconds": 40}, {"seconds": 100}, counts, "finished")
     assert merged == {"tests": ["t"], "seconds": 140, "counts": counts, "score": 0.75, "note": "finished"}
+
+
+def test_a_run_that_checked_no_mutant_keeps_the_last_results(tmp_path, monkeypatch, capsys):
+    """mutmut failing its first pass over the tests leaves every mutant not checked: that is an
+    error naming the log, and the module's recorded score and survivors stay as they were."""
+    scores = tmp_path / "out" / "scores.json"
+    scores.parent.mkdir()
+    scores.write_text('{"model": {"score": 0.5}}\n')
+    (scores.parent / "survivors_model.txt").write_text(SURVIVORS)
+    nothing = {status: 0 for status in mutation.STATUSES} | {"not checked": 685}
+    monkeypatch.setattr(mutation, "run_module", lambda *a, **k: {"counts": nothing, "score": None, "survivors": [],
+                                                                 "statuses": {}})
+    monkeypatch.setattr(mutation.shutil, "which", lambda *a, **k: "/bin/mutmut")
+    assert mutation.main(["--modules", "model", "--work", str(tmp_path / "work"), "--out", str(scores.parent)]) == 2
+    assert "model: mutmut checked no mutant" in capsys.readouterr().err
+    assert scores.read_text() == '{"model": {"score": 0.5}}\n'
+    assert (scores.parent / "survivors_model.txt").read_text() == SURVIVORS

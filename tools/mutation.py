@@ -65,6 +65,8 @@ def mutmut_config(module: str) -> str:
     tests = json.dumps(TESTS[module])
     return (f'\n[tool.mutmut]\nsource_paths = ["vit_flowers"]\nonly_mutate = ["vit_flowers/{module}.py"]\n'
             f'process_isolation = "forkserver"\npytest_add_cli_args_test_selection = {tests}\n'
+            # the shipped model, beside the mutated package as in a checkout: the default-model tests read it
+            f'also_copy = ["models"]\n'
             f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n')
 
 
@@ -77,7 +79,7 @@ def copy_tree(work: Path) -> None:
         if source.is_file() and not name.startswith(("models/", "docs/", "benchmarks/")):
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, work / name)
-    # the shipped model: tests of the default model read it
+    # the shipped model (mutmut copies it on into its mutants/ folder: see mutmut_config)
     shutil.copytree(REPO / "models", work / "models", dirs_exist_ok=True)
 
 
@@ -250,6 +252,12 @@ def main(argv=None) -> int:
                 return 2
             patterns = function_patterns(module, args.functions)
         result = run_module(module, args.work, mutmut, print, only, patterns)
+        if result["counts"]["not checked"] == sum(result["counts"].values()):
+            # mutmut stopped before checking any mutant (its first pass over the tests failed, most
+            # often): keep the module's last results rather than record every mutant as not checked
+            print(f"error: {module}: mutmut checked no mutant; see {args.work / (module + '.log')} "
+                  f"(the last results in {scores_file} are kept)", file=sys.stderr)
+            return 2
         survivors = result.pop("survivors")
         rechecked = result.pop("statuses")
         if patterns is not None:
