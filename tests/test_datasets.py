@@ -201,3 +201,127 @@ def test_a_streamed_training_pass_is_fixed_by_its_seed_and_an_evaluation_pass_is
     x = np.concatenate([b[0] for b in evaluation])
     np.testing.assert_allclose(x, np.asarray(preprocess(images)), atol=1e-6)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in evaluation]).argmax(axis=1), labels)
+
+
+def _order_of(x: np.ndarray, images: np.ndarray) -> list[int]:
+    """The index of the image each unaugmented, preprocessed row of `x` is."""
+    expected = np.asarray(preprocess(images))
+    order = [int(np.argmin(np.abs(expected - row).reshape(len(images), -1).max(axis=1))) for row in x]
+    np.testing.assert_allclose(x, expected[order], atol=1e-6)
+    return order
+
+
+def test_a_streamed_pass_by_default_is_the_evaluation_pass_and_training_defaults_to_no_augmentation(tmp_path):
+    """Without options the stream is evaluation (every file once, in order, with its one-hot row as
+    wide as num_classes, shapes known before it runs); training alone only shuffles, by seed 0, and
+    RandAugment's strength defaults to 0.5."""
+    images = np.random.default_rng(6).integers(0, 256, (6, 24, 24, 3)).astype(np.uint8)
+    files = _png_files(tmp_path / "png", images)
+    labels = [0, 1, 2, 0, 1, 2]
+    ds = file_dataset(files, labels, 4, (24, 24), batch_size=6, skipped=[])  # class 3 never present
+    assert ds.element_spec[0].shape.as_list() == [None, 24, 24, 3]
+    (x, y), = _batches(ds)
+    assert _order_of(x, images) == list(range(6))
+    np.testing.assert_array_equal(y, np.eye(4, dtype=np.float32)[labels])
+
+    def training(**kw):
+        (x, y), = _batches(file_dataset(files, labels, 4, (24, 24), batch_size=6, skipped=[], training=True, **kw))
+        return x, y
+
+    x, y = training()
+    order = _order_of(x, images)  # unaugmented: each row one of the files
+    assert sorted(order) == list(range(6)) and order != list(range(6))
+    np.testing.assert_array_equal(y, np.eye(4, dtype=np.float32)[np.asarray(labels)[order]])
+    np.testing.assert_array_equal(x, training(seed=0, augment="none", rand_ops=0)[0])
+    assert _order_of(training(seed=1)[0], images) != order
+    strong = training(rand_ops=2)[0]
+    np.testing.assert_array_equal(strong, training(rand_ops=2, rand_strength=0.5)[0])
+    assert not np.allclose(strong, training(rand_ops=2, rand_strength=1.0)[0])
+
+
+def test_each_streamed_training_pass_is_reshuffled_and_its_crops_drawn_anew(tmp_path):
+    """A training stream read twice (two epochs of --stream) gives another order and other crops
+    the second time, both still fixed by the seed."""
+    images = np.random.default_rng(7).integers(0, 256, (6, 24, 24, 3)).astype(np.uint8)
+    ds = file_dataset(_png_files(tmp_path / "distinct", images), [0, 1, 2, 0, 1, 2], 3, (24, 24), batch_size=6,
+                      skipped=[], training=True, seed=3)
+    first, second = (_order_of(_batches(ds)[0][0], images) for _ in range(2))
+    assert sorted(first) == sorted(second) == list(range(6)) and first != second
+
+    same = _png_files(tmp_path / "same", np.repeat(images[:1], 6, axis=0))  # order cannot show: only crops can
+    ds = file_dataset(same, [0] * 6, 3, (24, 24), batch_size=6, skipped=[], training=True, seed=3,
+                      augment="resized-crop", output_size=(16, 16))
+    first, second = (_batches(ds)[0][0] for _ in range(2))
+    assert not np.allclose(first, second)
+
+
+def test_a_streamed_file_that_fails_to_decode_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    """An unreadable file is skipped with the loader's own message; a decoder's unexpected error
+    with its type and message; the other files still arrive."""
+    import vit_flowers.images as images_module
+    from vit_flowers.images import UnreadableImage, decode_image
+
+    images = np.random.default_rng(8).integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
+    files = _png_files(tmp_path / "png", images)
+    empty = tmp_path / "png" / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(UnreadableImage) as unreadable:
+        decode_image(str(empty), (16, 16))
+
+    def failing_on_the_second(path, size):
+        if path == files[1]:
+            raise RuntimeError("decoder fault")
+        return decode_image(path, size)
+
+    monkeypatch.setattr(images_module, "decode_image", failing_on_the_second)
+    skipped: list = []
+    x, = _batches(file_dataset(files + [str(empty)], None, 3, (16, 16), batch_size=8, skipped=skipped))
+    np.testing.assert_allclose(x, np.asarray(preprocess(images[[0, 2]])), atol=1e-6)
+    assert sorted(skipped) == sorted([(files[1], "cannot decode (RuntimeError: decoder fault)"),
+                                      (str(empty), str(unreadable.value))])
+
+
+def test_mixup_and_cutmix_together_are_refused():
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="^MixUp or CutMix, not both$"):
+        array_dataset(images, np.arange(4) % 2, 2, batch_size=2, training=True, mixup_alpha=0.2, cutmix=0.5)
+
+
+@pytest.mark.parametrize("pairing", [{"mixup_alpha": 0.4}, {"cutmix": 0.5}])
+def test_a_resumed_mixup_or_cutmix_stream_continues_the_uninterrupted_one(pairing):
+    """Epoch 1 of a stream started at epoch 1 is epoch 1 of the stream started at 0: the same
+    partners, the same mixing draws, the same crops."""
+    images = np.random.default_rng(9).integers(0, 256, (8, 20, 20, 3)).astype(np.uint8)
+
+    def batches(start_epoch: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        ds = array_dataset(images, np.arange(8) % 4, 4, batch_size=4, training=True, augment="resized-crop", seed=2,
+                           start_epoch=start_epoch, output_size=(12, 12), rand_ops=1, **pairing)
+        return [(np.asarray(x), np.asarray(y)) for x, y in ds.take(n)]
+
+    uninterrupted, resumed = batches(0, 4), batches(1, 2)  # two batches an epoch
+    for (xa, ya), (xb, yb) in zip(uninterrupted[2:], resumed):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert not np.array_equal(uninterrupted[0][0], resumed[0][0])
+
+
+def test_the_mixup_partners_are_the_training_stream_of_another_seed(monkeypatch):
+    """Partners are augmented as the examples are (the same policy, crop size and RandAugment),
+    drawn in another order: only the seed differs between the two streams."""
+    import vit_flowers.datasets as datasets_module
+
+    calls = []
+    real = datasets_module._training_examples
+
+    def recording(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(datasets_module, "_training_examples", recording)
+    images = np.zeros((4, 20, 20, 3), np.uint8)
+    array_dataset(images, np.arange(4) % 2, 2, batch_size=2, training=True, augment="resized-crop", seed=5,
+                  start_epoch=1, output_size=(12, 12), mixup_alpha=0.4, rand_ops=2, rand_strength=0.7)
+    assert len(calls) == 2
+    (_, _, per_epoch, augment, seed, start, size, ops, strength), partner = calls
+    assert (per_epoch, augment, seed, start, size, ops, strength) == (4, "resized-crop", 5, 1, (12, 12), 2, 0.7)
+    assert partner[:4] == calls[0][:4] and partner[5:] == calls[0][5:] and partner[4] != seed
