@@ -107,7 +107,8 @@ def test_offline_pretrained_download_names_url_and_cache_path(tmp_path, monkeypa
     assert fname == "ViT-B_16_imagenet21k+imagenet2012.npz" and url.endswith("/" + fname)
     with pytest.raises(WeightsUnavailableError) as err:
         build_classifier(cfg)
-    for part in (url, fname, "$KERAS_HOME/weights/", "--weights PATH.npz"):
+    for part in (url, fname, "(OSError: Temporary failure in name resolution)", "$KERAS_HOME/weights/",
+                 "--weights PATH.npz"):
         assert part in str(err.value)
 
 
@@ -518,6 +519,22 @@ def test_a_saved_run_holds_the_config_and_the_weights(tmp_path):
     assert saved == cfg
     x = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+    # saving into the run again (a resumed or finished run rewrites its own dir) replaces the weights
+    other = build_classifier(cfg.model)
+    save_run(other, cfg, tmp_path / "new" / "run")
+    np.testing.assert_array_equal(load_run(tmp_path / "new" / "run")[0].predict(x, verbose=0),
+                                  other.predict(x, verbose=0))
+
+
+def test_a_weights_path_is_named_by_its_layer():
+    """The layer named when weights differ: 'layers' and the trailing 'vars/N' dropped, nothing else."""
+    from vit_flowers.model import _layer_of
+
+    assert _layer_of("layers/functional/layers/transformer_block_2/att/vars/0") == "functional/transformer_block_2/att"
+    assert _layer_of("layers/dense/vars/1") == "dense"
+    assert _layer_of("vars/0") == ""  # the model's own variables
+    assert _layer_of("optimizer/iterations") == "optimizer/iterations"
+    assert _layer_of("metadata") == "metadata"
 
 
 def test_a_run_dir_without_its_files_is_refused_naming_what_is_missing(tiny_run, tmp_path):
