@@ -293,14 +293,14 @@ def test_a_model_too_big_for_this_machine_is_refused_before_it_is_built(monkeypa
 def test_fused_attention_call_equals_the_model(overrides):
     """`keras.ops.dot_product_attention` in place of vit_keras' explicit
     attention: same layers, same weights, the same probabilities; the
-    backbone alone too."""
+    backbone alone too. With dropout in the blocks: the fused call is inference, so it drops nothing."""
     import tensorflow as tf
 
     from vit_flowers.model import fused_attention_call
 
     size = overrides.pop("image_size", 32)
     model = build_classifier(model_config("tiny", CLASS_NAMES, size, num_layers=2, hidden_size=32, mlp_dim=64,
-                                          **overrides))
+                                          dropout=0.3, **overrides))
     h, w = model.input_shape[1:3]
     x = np.random.default_rng(0).uniform(-1, 1, (3, h, w, 3)).astype(np.float32)
     fused = tf.function(fused_attention_call(model))
