@@ -247,6 +247,25 @@ def test_conv_stem_gives_the_patch_grid_and_round_trips(synthetic_data, tmp_path
     assert maps.mask.shape == (2, 32, 32) and np.isfinite(maps.mask).all()
 
 
+def test_the_conv_stem_backbone_is_the_patch_backbone_after_its_stem():
+    """From the token sequence on, the conv-stem backbone is vit_keras' layer for layer: the same
+    names (what the attention tools and weight files look up), classes, settings and weight shapes,
+    on a non-square grid."""
+    def after_the_stem(stem: str) -> list:
+        backbone = build_backbone(model_config("tiny", CLASS_NAMES, [32, 48], num_layers=2, hidden_size=32,
+                                               mlp_dim=64, dropout=0.1, stem=stem))
+        names = [layer.name for layer in backbone.layers]
+        tokens = backbone.layers[names.index("class_token") - 1]
+        assert tokens.target_shape == (4 * 6, 32)
+        return [(layer.name, type(layer).__name__, [tuple(w.shape) for w in layer.weights],
+                 None if type(layer).__name__ == "Lambda" else layer.get_config())
+                for layer in backbone.layers[names.index("class_token"):]]
+
+    conv, patch = after_the_stem("conv"), after_the_stem("patch")
+    assert [row[0] for row in conv][-2:] == ["Transformer_encoder_norm", "ExtractToken"]
+    assert conv == patch
+
+
 def test_conv_stem_needs_a_power_of_two_patch_and_no_pretrained_weights():
     with pytest.raises(ConfigError, match="power of two"):
         model_config("tiny", CLASS_NAMES, 36, patch_size=6, stem="conv")
