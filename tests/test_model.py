@@ -195,6 +195,63 @@ def test_weights_that_differ_anywhere_else_are_refused_naming_the_first_layer(ti
         load_run(copy)
 
 
+def _saved_under_another_config(tmp_path, saved, config):
+    """A run dir holding a model built from `saved` and a config.json saying `config`."""
+    from vit_flowers.model import save_run
+
+    save_run(build_classifier(saved), RunConfig(model=saved), tmp_path / "run")
+    RunConfig(model=config).save(tmp_path / "run" / "config.json")
+    return tmp_path / "run"
+
+
+def test_weights_with_arrays_the_model_lacks_and_lacking_some_it_has_are_refused_counting_all(tmp_path):
+    """A patch-stem model with a pre-logits layer, loaded under a conv-stem config without one: 3
+    arrays in the weights alone (the patch embedding's bias, pre_logits' kernel and bias), 16 in the
+    model alone (three stem batch norms, three more convolutions), 1 of another shape (the first
+    convolution's kernel); the message names both files and the first by path."""
+    run = _saved_under_another_config(tmp_path, small_cfg(representation_size=32), small_cfg(stem="conv"))
+    with pytest.raises(ConfigError) as err:
+        load_run(run)
+    assert str(err.value) == (
+        f"{run / 'model.weights.h5'} does not match {run / 'config.json'} (model 'tiny', 2 layers, hidden size 32, "
+        f"5 classes): the model the config describes has functional/batch_normalization, which the weights lack; "
+        f"20 array(s) differ in all")
+    run = _saved_under_another_config(tmp_path / "b", small_cfg(representation_size=32), small_cfg())
+    with pytest.raises(ConfigError, match=r": functional/dense is in the weights but not in the model the config "
+                                          r"describes; 2 array\(s\) differ in all$"):
+        load_run(run)
+
+
+def test_loading_a_run_never_fetches_pretrained_weights(tiny_run, monkeypatch):
+    """The run's weights replace the backbone's anyway: a fine-tuned ViT-B/16 loads offline."""
+    from vit_flowers import model as model_module
+
+    monkeypatch.setattr(model_module, "load_backbone_weights", lambda *a, **k: pytest.fail("pretrained weights loaded"))
+    model, _ = load_run(tiny_run)
+    assert model.output_shape == (None, len(CLASS_NAMES))
+
+
+def test_weights_keras_cannot_load_are_refused_naming_both_files(tiny_run, monkeypatch):
+    import keras
+
+    def refuse(self, path, *args, **kwargs):
+        raise ValueError("a dtype Keras will not cast")
+
+    monkeypatch.setattr(keras.Model, "load_weights", refuse)
+    with pytest.raises(ConfigError) as err:
+        load_run(tiny_run)
+    assert str(err.value) == (f"{tiny_run / 'model.weights.h5'}: cannot be loaded into the model of "
+                              f"{tiny_run / 'config.json'}: a dtype Keras will not cast")
+
+
+def test_the_outline_of_weights_without_a_head_has_no_class_count():
+    from vit_flowers.model import weights_outline
+
+    layout = {"layers/functional/layers/class_token/vars/0": (1, 1, 32),
+              "layers/functional/layers/add_position_embs/vars/0": (1, 17, 32)}
+    assert weights_outline(layout) == {"hidden_size": 32, "tokens": 17}
+
+
 @pytest.mark.parametrize("content", [b"", b"not hdf5 at all\n", "truncated"])
 def test_a_weights_file_that_is_not_hdf5_is_refused(content, tiny_run, tmp_path):
     copy = tmp_path / "copy"
