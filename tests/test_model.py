@@ -495,12 +495,14 @@ def test_synchronised_batch_norm_is_asked_for_everywhere_or_nowhere(stem):
     import keras
 
     cfg = model_config("tiny", CLASS_NAMES, 32, num_layers=1, hidden_size=32, mlp_dim=32, stem=stem)
-    for sync in (False, True):
-        model = build_classifier(cfg, sync_batchnorm=sync)
+    for sync in (None, False, True):  # None: the default, one machine's batch norm
+        model = build_classifier(cfg) if sync is None else build_classifier(cfg, sync_batchnorm=sync)
         norms = [layer for layer in model.layers[1:] + model.layers[0].layers
                  if isinstance(layer, keras.layers.BatchNormalization)]
         assert len(norms) == (2 if stem == "patch" else 5)
-        assert all(layer.synchronized is sync for layer in norms)
+        assert all(layer.synchronized is bool(sync) for layer in norms)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) and layer.synchronized
+                   for layer in build_backbone(cfg).layers)
 
 
 def test_the_head_follows_its_config():
