@@ -312,7 +312,7 @@ def test_the_conv_stem_backbone_is_the_patch_backbone_after_its_stem():
     on a non-square grid."""
     def after_the_stem(stem: str) -> list:
         backbone = build_backbone(model_config("tiny", CLASS_NAMES, [32, 48], num_layers=2, hidden_size=32,
-                                               mlp_dim=64, dropout=0.1, stem=stem))
+                                               mlp_dim=64, dropout=0.2, stem=stem))  # not vit_keras' 0.1
         names = [layer.name for layer in backbone.layers]
         tokens = backbone.layers[names.index("class_token") - 1]
         assert tokens.target_shape == (4 * 6, 32)
@@ -323,6 +323,14 @@ def test_the_conv_stem_backbone_is_the_patch_backbone_after_its_stem():
     conv, patch = after_the_stem("conv"), after_the_stem("patch")
     assert [row[0] for row in conv][-2:] == ["Transformer_encoder_norm", "ExtractToken"]
     assert conv == patch
+
+
+def test_a_config_with_an_unknown_stem_is_refused_by_the_builder_too():
+    """A ModelConfig made in code, not through model_config or config.json, is checked again."""
+    import dataclasses
+
+    with pytest.raises(ConfigError, match=r"^unknown stem 'hybrid'; choose one of \('patch', 'conv'\)$"):
+        build_backbone(dataclasses.replace(small_cfg(), stem="hybrid"))
 
 
 def test_conv_stem_needs_a_power_of_two_patch_and_no_pretrained_weights():
