@@ -403,6 +403,7 @@ def test_fused_attention_call_refuses_what_it_does_not_know():
 
     plain = keras.Sequential([keras.layers.Input((8,)), keras.layers.Dense(3)])
     assert fused_attention_call(plain) is None
+    assert fused_attention_call(lambda x: x) is None  # not a Keras model at all (no layers)
     # a vit_keras block fed from two places is not a chain: left to the model itself
     from vit_keras import layers as vit_layers
 
