@@ -341,3 +341,18 @@ def test_cutmix_decides_the_cut_apart_from_the_box_size():
     assert 0.4 < cut.mean() < 0.6
     expected, spread = _oracle_mean_area(height, width), np.sqrt(1 / 12)
     assert abs(areas[cut].mean() - expected) < 4 * spread / np.sqrt(cut.sum()), (areas[cut].mean(), expected)
+
+
+def test_a_cutmix_box_clear_of_the_borders_is_twice_its_half_sides_around_its_centre():
+    """A box the borders do not clip spans rows cy - h .. cy + h - 1 (h its rounded half side):
+    an even height and width, never a row or a column more."""
+    height, width = 12, 20
+    masks = _cutmix_boxes(height, width, 300)
+    clear = 0
+    for mask in masks[masks.any(axis=(1, 2))]:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()  # one solid rectangle
+        if 0 < rows[0] and rows[-1] < height - 1 and 0 < cols[0] and cols[-1] < width - 1:
+            clear += 1
+            assert len(rows) % 2 == 0 and len(cols) % 2 == 0, (rows, cols)
+    assert clear > 30
