@@ -197,28 +197,24 @@ def test_weights_that_differ_anywhere_else_are_refused_naming_the_first_layer(ti
         load_run(copy)
 
 
-def _saved_under_another_config(tmp_path, saved, config):
-    """A run dir holding a model built from `saved` and a config.json saying `config`."""
-    from vit_flowers.model import save_run
-
-    save_run(build_classifier(saved), RunConfig(model=saved), tmp_path / "run")
-    RunConfig(model=config).save(tmp_path / "run" / "config.json")
-    return tmp_path / "run"
-
-
 def test_weights_with_arrays_the_model_lacks_and_lacking_some_it_has_are_refused_counting_all(tmp_path):
     """A patch-stem model with a pre-logits layer, loaded under a conv-stem config without one: 3
     arrays in the weights alone (the patch embedding's bias, pre_logits' kernel and bias), 16 in the
     model alone (three stem batch norms, three more convolutions), 1 of another shape (the first
-    convolution's kernel); the message names both files and the first by path."""
-    run = _saved_under_another_config(tmp_path, small_cfg(representation_size=32), small_cfg(stem="conv"))
+    convolution's kernel); the message names both files and the first by path. Then under a plain
+    patch-stem config: pre_logits' two arrays alone."""
+    from vit_flowers.model import save_run
+
+    saved = small_cfg(representation_size=32)
+    run = save_run(build_classifier(saved), RunConfig(model=saved), tmp_path / "run")
+    RunConfig(model=small_cfg(stem="conv")).save(run / "config.json")
     with pytest.raises(ConfigError) as err:
         load_run(run)
     assert str(err.value) == (
         f"{run / 'model.weights.h5'} does not match {run / 'config.json'} (model 'tiny', 2 layers, hidden size 32, "
         f"5 classes): the model the config describes has functional/batch_normalization, which the weights lack; "
         f"20 array(s) differ in all")
-    run = _saved_under_another_config(tmp_path / "b", small_cfg(representation_size=32), small_cfg())
+    RunConfig(model=small_cfg()).save(run / "config.json")
     with pytest.raises(ConfigError, match=r": functional/dense is in the weights but not in the model the config "
                                           r"describes; 2 array\(s\) differ in all$"):
         load_run(run)
