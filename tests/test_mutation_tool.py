@@ -89,3 +89,40 @@ def test_a_run_that_checked_no_mutant_keeps_the_last_results(tmp_path, monkeypat
     assert "model: mutmut checked no mutant" in capsys.readouterr().err
     assert scores.read_text() == '{"model": {"score": 0.5}}\n'
     assert (scores.parent / "survivors_model.txt").read_text() == SURVIVORS
+
+
+def test_a_module_with_narrower_functions_runs_them_apart_from_the_rest(tmp_path, monkeypatch):
+    source = tmp_path / "mod.py"
+    source.write_text("import os\n\ndef fast(x):\n    return x\n\nclass Box:\n    def open(self):\n        pass\n\n"
+                      "def slow():\n    return 1\n")
+    monkeypatch.setitem(mutation.NARROWER, "mod", (("fast",), ["tests/unit.py"]))
+    monkeypatch.setitem(mutation.TESTS, "mod", ["tests/all.py"])
+    assert mutation.module_functions("mod", source) == ["fast", "Box.open", "slow"]
+    unit, rest = mutation.split_passes("mod", None, None, source)
+    assert unit == ("mod-unit", ["tests/unit.py"], None, ["vit_flowers.mod.x_fast__mutmut_*"])
+    assert rest == ("mod", ["tests/all.py"], None,
+                    ["vit_flowers.mod.x\u01c1Box\u01c1open__mutmut_*", "vit_flowers.mod.x_slow__mutmut_*"])
+    # named functions and recorded survivors go to the run their function belongs to
+    assert [p[0] for p in mutation.split_passes("mod", None, ["slow"], source)] == ["mod"]
+    only = {"vit_flowers.mod.x_fast__mutmut_2": "d1", "vit_flowers.mod.x_slow__mutmut_1": "d2"}
+    (unit, _, unit_only, _), (_, _, rest_only, _) = mutation.split_passes("mod", only, None, source)
+    assert unit_only == {"vit_flowers.mod.x_fast__mutmut_2": "d1"} and rest_only == {"vit_flowers.mod.x_slow__mutmut_1": "d2"}
+    assert mutation.function_of("vit_flowers.mod.x\u01c1Box\u01c1open__mutmut_12") == "x\u01c1Box\u01c1open"
+    # a module without narrower functions is one run over its selection
+    assert mutation.split_passes("model", None, None) == [("model", mutation.TESTS["model"], None, None)]
+
+
+def test_the_runs_of_a_module_add_up_and_a_first_partial_run_leaves_the_rest_not_checked():
+    def result(killed, survived, statuses, seconds):
+        counts = {status: 0 for status in mutation.STATUSES} | {"killed": killed, "survived": survived}
+        return {"counts": counts, "score": None, "tests": ["t"], "seconds": seconds, "survivors": ["## s"] * survived,
+                "statuses": statuses, "total": 10}
+
+    merged = mutation.merged_passes([result(3, 1, {"a": "killed", "b": "survived"}, 5),
+                                     result(2, 0, {"c": "killed"}, 7)])
+    assert merged["counts"]["killed"] == 5 and merged["counts"]["survived"] == 1 and merged["seconds"] == 12
+    assert merged["score"] == pytest.approx(5 / 6) and merged["survivors"] == ["## s"]
+    assert merged["statuses"] == {"a": "killed", "b": "survived", "c": "killed"} and merged["total"] == 10
+    first = mutation.first_partial_result(merged, ["f", "g"])
+    assert first["counts"]["not checked"] == 7 and first["score"] == pytest.approx(5 / 6)
+    assert first["note"].startswith("first run over f, g")

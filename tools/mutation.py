@@ -26,7 +26,14 @@ survivor; run the module whole to score the edited code.
 `--functions` runs only the mutants of the named functions and counts them
 in place of the module's last run's "not checked" mutants: for finishing a
 run that was stopped before it reached those functions, without running
-again what it did check.
+again what it did check. On a module never run, it is a first run over those
+functions, the others' mutants recorded as not checked (for a module whose
+whole run takes longer than one sitting: `train`).
+
+A module's functions listed in NARROWER (train's data, optimizer and seed
+helpers) run against their own unit tests instead of the module's selection,
+in a second copy of the repository: every training test reaches them too, and
+would cost a minute or more per mutant.
 """
 
 from __future__ import annotations
@@ -54,15 +61,28 @@ TESTS: dict[str, list[str]] = {
                 "-k", "not script and not demo and not prepare and not training and not resized_crop "
                       "and not before_tensorflow and not take_the_process"],
     "attention": ["tests/test_attention.py"],
-    "train": ["tests/test_train.py", "tests/test_model.py", "tests/test_preset.py", "tests/test_reliability.py",
+    # the tests that train in this process (the SIGKILL and Ctrl-C tests train in a subprocess)
+    "train": ["tests/test_train.py", "tests/test_train_run.py", "tests/test_preset.py", "tests/test_recipe.py",
+              "tests/test_reliability.py",
+              "tests/test_model.py::test_a_reloaded_run_predicts_what_the_trained_model_predicted",
+              "tests/test_pipeline.py::test_training_skips_bad_images_and_strict_refuses_them",
+              "tests/test_pipeline.py::test_resized_crop_trains_from_larger_images_and_load_size_needs_it",
               "-k", "not sigkill and not ctrl_c and not finished and not contradicts and not short_post"],
     "plots": ["tests/test_figures.py"],
+}
+# functions decided by their own unit tests: their mutants run against this narrower selection instead of
+# the module's, every test of which trains and so reaches them too (a minute or more per mutant). Fewer
+# tests can only kill fewer mutants, so a score measured this way is a lower bound.
+NARROWER: dict[str, tuple[tuple[str, ...], list[str]]] = {
+    "train": (("set_seed", "load_list", "make_optimizer", "compile_model", "training_load_size", "array_datasets",
+               "stream_datasets", "_best_epoch"),
+              ["tests/test_train.py", "tests/test_recipe.py::test_training_batches_carry_the_rand_operations"]),
 }
 STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "segfault", "not checked")
 
 
-def mutmut_config(module: str) -> str:
-    tests = json.dumps(TESTS[module])
+def mutmut_config(module: str, selection: list[str]) -> str:
+    tests = json.dumps(selection)
     return (f'\n[tool.mutmut]\nsource_paths = ["vit_flowers"]\nonly_mutate = ["vit_flowers/{module}.py"]\n'
             f'process_isolation = "forkserver"\npytest_add_cli_args_test_selection = {tests}\n'
             # the shipped model, beside the mutated package as in a checkout: the default-model tests read it
@@ -158,21 +178,89 @@ def merged_result(result: dict, previous: dict, counts: dict, note: str) -> dict
 
 def function_patterns(module: str, functions: list[str]) -> list[str]:
     """mutmut name patterns of every mutant of `functions` in `module`."""
-    return [f"vit_flowers.{module}.x_{name}__mutmut_*" for name in functions]
+    return [f"vit_flowers.{module}.{mangled(name)}__mutmut_*" for name in functions]
+
+
+def mangled(function: str) -> str:
+    """mutmut's name for a function (`name`) or a method (`Class.name`) in its mutants' names."""
+    owner, _, name = function.rpartition(".")
+    return f"xǁ{owner}ǁ{name}" if owner else f"x_{function}"
+
+
+def function_of(mutant: str) -> str:
+    """The mangled function a mutant's name belongs to: `pkg.mod.x_f__mutmut_3` -> `x_f`."""
+    return mutant.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
+
+
+def module_functions(module: str, source: Path | None = None) -> list[str]:
+    """The functions (`name`) and methods (`Class.name`) mutmut mutates in a module, in order."""
+    import ast
+
+    tree = ast.parse((source or REPO / "vit_flowers" / f"{module}.py").read_text(encoding="utf-8"))
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.ClassDef):
+            names += [f"{node.name}.{item.name}" for item in node.body
+                      if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return names
+
+
+def split_passes(module: str, only: dict[str, str] | None, functions: list[str] | None,
+                 source: Path | None = None) -> list[tuple[str, list[str], dict[str, str] | None, list[str] | None]]:
+    """The mutmut runs a module takes: (label, test selection, `only`, patterns) each. One run over the
+    module's selection, or, for a module with NARROWER functions, those functions' mutants against their
+    own selection and the rest against the module's."""
+    if module not in NARROWER:
+        return [(module, TESTS[module], only, function_patterns(module, functions) if functions else None)]
+    narrow, narrow_tests = NARROWER[module]
+    passes = []
+    for label, selection, inside in ((f"{module}-unit", narrow_tests, True), (module, TESTS[module], False)):
+        if only is not None:
+            part = {name: diff for name, diff in only.items()
+                    if (function_of(name) in {mangled(f) for f in narrow}) == inside}
+            if part:
+                passes.append((label, selection, part, None))
+            continue
+        names = [f for f in (functions or module_functions(module, source)) if (f in narrow) == inside]
+        if names:
+            passes.append((label, selection, None, function_patterns(module, names)))
+    return passes
+
+
+def first_partial_result(result: dict, functions: list[str]) -> dict:
+    """A first run over some functions of a module: the mutants of the others counted as not checked."""
+    counts = dict(result["counts"])
+    counts["not checked"] += result["total"] - len(result["statuses"])
+    return {**result, "counts": counts, "score": mutation_score(counts),
+            "note": f"first run over {', '.join(functions)}; the other functions' mutants not checked yet"}
+
+
+def merged_passes(results: list[dict]) -> dict:
+    """The results of a module's runs as one: counts, statuses and survivors together, the seconds added."""
+    counts = {status: sum(r["counts"][status] for r in results) for status in STATUSES}
+    return {"counts": counts, "score": mutation_score(counts), "tests": results[-1]["tests"],
+            "seconds": sum(r["seconds"] for r in results), "survivors": [d for r in results for d in r["survivors"]],
+            "statuses": {name: status for r in results for name, status in r["statuses"].items()},
+            "total": max(r["total"] for r in results)}
 
 
 def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, str] | None = None,
-               patterns: list[str] | None = None) -> dict:
-    """Mutate `module` in a fresh copy and run its tests on every mutant (or on the mutants
-    named in `only`, name -> the diff recorded for it, or on those whose names match `patterns`)."""
-    work = work_root / module
+               patterns: list[str] | None = None, selection: list[str] | None = None, label: str = "") -> dict:
+    """Mutate `module` in a fresh copy (`label`: its folder and log, default the module's name) and run
+    `selection` (default: the module's tests) on every mutant (or on the mutants named in `only`,
+    name -> the diff recorded for it, or on those whose names match `patterns`)."""
+    selection = selection or TESTS[module]
+    label = label or module
+    work = work_root / label
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     copy_tree(work)
     with open(work / "pyproject.toml", "a", encoding="utf-8") as f:
-        f.write(mutmut_config(module))
+        f.write(mutmut_config(module, selection))
     started = time.time()
-    with open(work_root / f"{module}.log", "w", encoding="utf-8") as out:
+    with open(work_root / f"{label}.log", "w", encoding="utf-8") as out:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         if module != "train":
             env["VIT_FLOWERS_TEST_TINY_RUN"] = str(trained_tiny_run(work_root))
@@ -184,6 +272,7 @@ def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, s
         match = re.match(r"\s*(\S+): (.+)$", line)
         if match and match.group(2) in STATUSES:
             statuses[match.group(1)] = match.group(2)
+    total = len(statuses)  # every mutant of the module, checked now or not
     if patterns:
         statuses = {name: status for name, status in statuses.items()
                     if any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}
@@ -205,9 +294,9 @@ def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, s
     counts = {status: sum(st == status for st in statuses.values()) for status in STATUSES}
     diffs = [shown[name] for name, status in statuses.items() if status == "survived"]
     score = mutation_score(counts)
-    log(f"{module}: {counts} score {score if score is None else round(score, 3)} ({time.time() - started:.0f} s)")
-    return {"counts": counts, "score": score, "tests": TESTS[module], "seconds": round(time.time() - started),
-            "survivors": diffs, "statuses": statuses}
+    log(f"{label}: {counts} score {score if score is None else round(score, 3)} ({time.time() - started:.0f} s)")
+    return {"counts": counts, "score": score, "tests": selection, "seconds": round(time.time() - started),
+            "survivors": diffs, "statuses": statuses, "total": total}
 
 
 def main(argv=None) -> int:
@@ -245,22 +334,27 @@ def main(argv=None) -> int:
             if not only:
                 print(f"{module}: no survivors to re-check")
                 continue
-        patterns = None
-        if args.functions:
-            if module not in scores:
-                print(f"error: {module} has no earlier run to finish", file=sys.stderr)
+        # --functions on a module never run: a first run over those functions alone, the others' mutants
+        # left not checked for a later --functions run to finish
+        finishing = bool(args.functions) and module in scores
+        results = []
+        for label, selection, part, part_patterns in split_passes(module, only, args.functions):
+            results.append(run_module(module, args.work, mutmut, print, part, part_patterns, selection, label))
+            if results[-1]["counts"]["not checked"] == sum(results[-1]["counts"].values()):
+                # mutmut stopped before checking any mutant (its first pass over the tests failed, most
+                # often): keep the module's last results rather than record every mutant as not checked
+                print(f"error: {module}: mutmut checked no mutant; see {args.work / (label + '.log')} "
+                      f"(the last results in {scores_file} are kept)", file=sys.stderr)
                 return 2
-            patterns = function_patterns(module, args.functions)
-        result = run_module(module, args.work, mutmut, print, only, patterns)
-        if result["counts"]["not checked"] == sum(result["counts"].values()):
-            # mutmut stopped before checking any mutant (its first pass over the tests failed, most
-            # often): keep the module's last results rather than record every mutant as not checked
-            print(f"error: {module}: mutmut checked no mutant; see {args.work / (module + '.log')} "
-                  f"(the last results in {scores_file} are kept)", file=sys.stderr)
-            return 2
+        result = merged_passes(results)
+        if args.functions and not finishing:
+            result = first_partial_result(result, args.functions)
+        if module in NARROWER:
+            result["narrower"] = {"functions": list(NARROWER[module][0]), "tests": NARROWER[module][1]}
         survivors = result.pop("survivors")
         rechecked = result.pop("statuses")
-        if patterns is not None:
+        result.pop("total")
+        if finishing:
             try:
                 counts = merged_counts(scores[module]["counts"], rechecked, replacing="not checked")
             except ValueError as err:
