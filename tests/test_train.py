@@ -162,3 +162,14 @@ def test_an_epoch_is_the_full_batches_of_the_list(synthetic_data):
     no_val = _run_config([32, 32], train_list=str(train_list))
     assert array_datasets(no_val, 16, 0, False, progress=False)[1] is None
     assert stream_datasets(no_val, 16)[1] is None
+
+
+def test_the_best_epoch_of_a_run_state_is_minus_one_when_none_was_chosen():
+    from vit_flowers.rundir import EpochState, RunState
+    from vit_flowers.train import _best_epoch
+
+    assert _best_epoch(None) == -1
+    assert _best_epoch(RunState(EpochState(epoch=3, weights="epoch_3.weights.h5"))) == -1
+    chosen = RunState(EpochState(epoch=3, weights="epoch_3.weights.h5", best_epoch=0))
+    assert _best_epoch(chosen) == 0 and type(_best_epoch(chosen)) is int
+    assert _best_epoch(RunState(EpochState(epoch=5, weights="w", best_epoch=2.0))) == 2

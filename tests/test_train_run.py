@@ -1,0 +1,131 @@
+"""`vit_flowers.train.train_run` in this process: what a run does with its
+options and its run dir. A resume that has nothing left to train, one killed
+after its last backup, one whose pretrained file is gone, and a run over
+several replicas (the kill-and-resume tests in test_reliability.py train in a
+subprocess; these show the same paths to mutation testing)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from dataclasses import replace
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from vit_flowers.config import RunConfig
+from vit_flowers.distribute import DistributionEnv
+from vit_flowers.model import build_backbone, load_run, model_config
+from vit_flowers.rundir import read_state
+from vit_flowers.train import TrainOptions, train_run
+
+from conftest import CLASS_NAMES, tiny_run_config, write_flax_npz
+
+
+def _copy(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy, RunConfig.load(copy / "config.json")
+
+
+def _weights(run) -> list[np.ndarray]:
+    return load_run(run)[0].get_weights()
+
+
+def test_resuming_a_finished_run_returns_its_result_and_touches_nothing(tiny_run, tmp_path, capsys):
+    run, cfg = _copy(tiny_run, tmp_path)
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = train_run(cfg, run, TrainOptions(resume=True, verbose=1))
+    assert result.already_finished and result.model is None and not result.stopped_early
+    history = pd.read_csv(run / "history.csv")
+    pd.testing.assert_frame_equal(result.history, history)
+    assert result.best_epoch == read_state(run).latest.best_epoch == int(history["val_loss"].idxmin())
+    assert list(result.skipped.columns) == ["file", "reason"] and result.skipped.empty
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert capsys.readouterr().out == ""  # no epoch trained, no model built
+
+
+def test_a_run_killed_after_its_last_backup_writes_the_best_epochs_weights_without_training(tiny_run, tmp_path,
+                                                                                            capsys):
+    """The last epoch's backup was committed, the kept weights not yet written:
+    --resume writes the best epoch's weights (not the last epoch's) and fits nothing."""
+    run, cfg = _copy(tiny_run, tmp_path)
+    state = read_state(run)
+    (run / "model.weights.h5").unlink()
+    result = train_run(cfg, run, TrainOptions(resume=True, verbose=1))
+    out = capsys.readouterr().out
+    assert f"resuming after epoch {cfg.train.epochs} of {cfg.train.epochs}" in out and "Epoch " not in out
+    assert not result.already_finished and result.best_epoch == state.latest.best_epoch
+    for mine, kept in zip(_weights(run), _weights(tiny_run), strict=True):
+        np.testing.assert_array_equal(mine, kept)
+    # the best epoch's weights are not the last epoch's, so the test tells them apart
+    last = load_run(tiny_run)[0]
+    last.load_weights(str(run / "backup" / state.latest.weights), skip_mismatch=True)
+    assert any(not np.array_equal(a, b) for a, b in zip(last.get_weights(), _weights(run)))
+
+
+@pytest.fixture(scope="module")
+def npz_run(synthetic_data, tmp_path_factory):
+    """One epoch of a tiny model started from a local .npz at a learning rate of
+    zero (so the backbone stays the file's); the .npz is removed after it."""
+    root = tmp_path_factory.mktemp("npz_run")
+    model = model_config("tiny", CLASS_NAMES, 32, num_layers=1, hidden_size=32, mlp_dim=32)
+    source = build_backbone(model)
+    npz = write_flax_npz(source, root / "start.npz")
+    cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=2, lr_schedule="constant")
+    cfg = replace(cfg, model=replace(model, weights=str(npz)), train=replace(cfg.train, learning_rate=0.0))
+    first = train_run(replace(cfg, train=replace(cfg.train, epochs=1)), root / "run", TrainOptions(verbose=0))
+    npz.unlink()
+    return root / "run", cfg, first, source.get_weights()
+
+
+def test_a_fresh_run_starts_from_its_pretrained_file(npz_run):
+    _, _, first, source = npz_run
+    for mine, given in zip(first.model.layers[0].get_weights(), source, strict=True):
+        np.testing.assert_array_equal(mine, given)
+
+
+def test_a_resumed_run_needs_no_pretrained_file_and_trains_only_what_is_left(npz_run, capsys):
+    run, cfg, _, _ = npz_run
+    result = train_run(cfg, run, TrainOptions(resume=True, verbose=1))
+    out = capsys.readouterr().out
+    assert "resuming after epoch 1 of 2" in out and "Epoch 2/2" in out and "Epoch 1/2" not in out
+    assert "Total params" not in out  # the summary only when asked for
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
+    assert int(result.model.optimizer.iterations) == 2 * (len(pd.read_csv(cfg.train.train_list)) // 16)
+
+
+class _TwoReplicas:
+    """What train_run asks of a tf.distribute strategy, for two replicas on one device."""
+
+    num_replicas_in_sync = 2
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def test_two_replicas_double_the_batch_scale_the_rate_and_synchronise_batch_norm(synthetic_data, tmp_path, capsys):
+    seen = []
+    run = tmp_path / "run"
+
+    class First(keras.callbacks.Callback):
+        """Runs before the run's own callbacks: the epoch is not logged yet."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            log = run / "history.csv"
+            seen.append((epoch, log.read_text() if log.is_file() else ""))
+
+    env = DistributionEnv(strategy=_TwoReplicas(), is_chief=True, name="two", first_callbacks=[First()])
+    cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=1, batch_size=8,
+                          lr_schedule="constant", scale_lr=True)
+    result = train_run(cfg, run, TrainOptions(verbose=0, summary=True), env)
+    assert "Total params" in capsys.readouterr().out
+    count = len(pd.read_csv(cfg.train.train_list))
+    assert int(result.model.optimizer.iterations) == count // 16  # global batch 2 x 8
+    assert float(result.model.optimizer.learning_rate) == pytest.approx(2e-3)
+    assert RunConfig.load(run / "config.json").train.learning_rate == pytest.approx(1e-3)
+    norms = [layer for layer in result.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 2 and all(layer.synchronized for layer in norms)
+    assert seen == [(0, "")] and len(pd.read_csv(run / "history.csv")) == 1
