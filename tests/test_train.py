@@ -5,6 +5,8 @@ seed, and the data a run refuses."""
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -173,3 +175,82 @@ def test_the_best_epoch_of_a_run_state_is_minus_one_when_none_was_chosen():
     chosen = RunState(EpochState(epoch=3, weights="epoch_3.weights.h5", best_epoch=0))
     assert _best_epoch(chosen) == 0 and type(_best_epoch(chosen)) is int
     assert _best_epoch(RunState(EpochState(epoch=5, weights="w", best_epoch=2.0))) == 2
+
+
+def test_set_seed_makes_ops_deterministic_unless_told_not_to(monkeypatch):
+    import tensorflow as tf
+
+    calls = []
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: calls.append("on"))
+    set_seed(5)
+    assert calls == ["on"]
+    set_seed(5, deterministic=False)
+    assert calls == ["on"]
+
+
+def test_a_compiled_model_has_the_configured_optimizer_and_schedule_and_reports_accuracy():
+    import keras
+
+    model = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(5, activation="softmax")])
+    cfg = TrainConfig(optimizer="adamw", weight_decay=0.01, learning_rate=2e-3, lr_schedule="cosine", epochs=2)
+    compile_model(model, cfg, steps_per_epoch=10)
+    assert type(model.optimizer) is keras.optimizers.AdamW
+    assert _rate(model.optimizer, 10) == pytest.approx(1e-3, rel=1e-5)  # half of the 20 steps
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 3)).astype(np.float32)
+    y = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 12)]
+    logs = model.evaluate(x, y, return_dict=True, verbose=0)
+    assert sorted(logs) == ["accuracy", "loss"]
+    right = (model.predict(x, verbose=0).argmax(1) == y.argmax(1)).mean()
+    assert logs["accuracy"] == pytest.approx(right)
+
+
+def test_the_streamed_lists_give_the_models_size_their_labels_and_their_skipped_files(synthetic_data, tmp_path):
+    """The --stream path: training batches of the model's (non-square) size with
+    one-hot labels, reshuffled and drawn with the run's RandAugment; the
+    validation list in file order; unreadable files reported as they are met."""
+    from vit_flowers.filelists import read_file_list
+    from vit_flowers.train import stream_datasets
+
+    rows = pd.read_csv(synthetic_data / "training_files.csv")
+    rows["base_path"] = [str(synthetic_data / base) for base in rows["base_path"]]
+    (tmp_path / "roses").mkdir()
+    (tmp_path / "roses" / "broken.jpg").write_bytes(b"not an image")
+    rows = pd.concat([rows, pd.DataFrame([{"base_path": str(tmp_path), "type_dir": "roses",
+                                           "file_name": "broken.jpg"}])], ignore_index=True)
+    listed = tmp_path / "list.csv"
+    rows.to_csv(listed, index=False)
+    cfg = _run_config([32, 48], train_list=str(listed), val_list=str(listed), augment="resized-crop", load_size=40,
+                      rand_augment=2, rand_strength=1.0, seed=3)
+    train_ds, val_ds, steps, skipped = stream_datasets(cfg, 8)
+    assert steps == len(rows) // 8
+    batches = list(train_ds.take(steps + 1))  # the training stream repeats
+    assert len(batches) == steps + 1
+    x, y = batches[0]
+    assert tuple(x.shape) == (8, 32, 48, 3) and tuple(y.shape) == (8, len(CLASS_NAMES))
+    np.testing.assert_array_equal(np.sort(np.asarray(y), axis=1)[:, -1], np.ones(8))
+    labels = np.concatenate([np.asarray(b[1]).argmax(1) for b in val_ds])
+    frame = read_file_list(str(listed), CLASS_NAMES)
+    np.testing.assert_array_equal(labels, frame["label"].to_numpy()[:-1])  # in order, the broken file left out
+    assert {Path(f).name for f, _ in skipped} == {"broken.jpg"}  # met by each pass that read it
+    first_val = next(iter(val_ds))[0]
+    assert not np.allclose(np.asarray(x), np.asarray(first_val))  # shuffled and augmented, not the files in order
+    plain = _run_config([32, 48], train_list=str(listed), augment="resized-crop", load_size=40, seed=3)
+    x_plain = next(iter(stream_datasets(plain, 8)[0]))[0]
+    assert not np.allclose(np.asarray(x), np.asarray(x_plain))  # the RandAugment operations were applied
+
+
+def test_the_streamed_path_refuses_mixing_one_class_and_takes_exactly_one_batch(synthetic_data, tmp_path):
+    from vit_flowers.train import stream_datasets
+
+    train_list = str(synthetic_data / "training_files.csv")
+    count = len(pd.read_csv(train_list))
+    with pytest.raises(BadInputError, match="cannot be combined with --stream"):
+        stream_datasets(_run_config([32, 32], train_list=train_list, mixup_alpha=0.5), 2)
+    assert stream_datasets(_run_config([32, 32], train_list=train_list), count)[2] == 1
+    rows = pd.read_csv(train_list)
+    rows["base_path"] = [str(synthetic_data / base) for base in rows["base_path"]]
+    one = tmp_path / "one.csv"
+    rows[rows["type_dir"] == "roses"].to_csv(one, index=False)
+    with pytest.raises(BadInputError, match=re.escape(f"{one}: only 1 class(es) present (['roses'])")):
+        stream_datasets(_run_config([32, 32], train_list=str(one)), 2)
