@@ -49,6 +49,14 @@ def test_cosine_without_warm_up_starts_at_the_peak():
     assert _rate(fractional, 4) < 1e-3
 
 
+def test_a_schedule_of_one_step_after_its_warm_up_ends_at_zero_on_that_step():
+    one = make_optimizer(TrainConfig(epochs=1, learning_rate=1e-3, lr_schedule="cosine"), steps_per_epoch=1)
+    assert _rate(one, 0) == pytest.approx(1e-3) and _rate(one, 1) == pytest.approx(0.0, abs=1e-9)
+    warm = make_optimizer(TrainConfig(epochs=2, learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=1),
+                          steps_per_epoch=1)
+    assert _rate(warm, 1) == pytest.approx(1e-3) and _rate(warm, 2) == pytest.approx(0.0, abs=1e-9)
+
+
 @pytest.mark.parametrize("schedule", ["plateau", "constant"])
 def test_other_schedules_start_from_the_configured_rate(schedule):
     optimizer = make_optimizer(TrainConfig(learning_rate=3e-4, lr_schedule=schedule), steps_per_epoch=7)
@@ -192,10 +200,10 @@ def test_a_compiled_model_has_the_configured_optimizer_and_schedule_and_reports_
     import keras
 
     model = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(5, activation="softmax")])
-    cfg = TrainConfig(optimizer="adamw", weight_decay=0.01, learning_rate=2e-3, lr_schedule="cosine", epochs=2)
+    cfg = TrainConfig(optimizer="adamw", weight_decay=0.01, learning_rate=4e-3, lr_schedule="cosine", epochs=2)
     compile_model(model, cfg, steps_per_epoch=10)
     assert type(model.optimizer) is keras.optimizers.AdamW
-    assert _rate(model.optimizer, 10) == pytest.approx(1e-3, rel=1e-5)  # half of the 20 steps
+    assert _rate(model.optimizer, 10) == pytest.approx(2e-3, rel=1e-5)  # half of the 20 steps
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 3)).astype(np.float32)
     y = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 12)]
@@ -235,9 +243,15 @@ def test_the_streamed_lists_give_the_models_size_their_labels_and_their_skipped_
     assert {Path(f).name for f, _ in skipped} == {"broken.jpg"}  # met by each pass that read it
     first_val = next(iter(val_ds))[0]
     assert not np.allclose(np.asarray(x), np.asarray(first_val))  # shuffled and augmented, not the files in order
-    plain = _run_config([32, 48], train_list=str(listed), augment="resized-crop", load_size=40, seed=3)
-    x_plain = next(iter(stream_datasets(plain, 8)[0]))[0]
-    assert not np.allclose(np.asarray(x), np.asarray(x_plain))  # the RandAugment operations were applied
+
+    def first_batch(**changes):
+        options = dict(train_list=str(listed), augment="resized-crop", load_size=40, rand_augment=2,
+                       rand_strength=1.0, seed=3) | changes
+        return np.asarray(next(iter(stream_datasets(_run_config([32, 48], **options), 8)[0]))[0])
+
+    np.testing.assert_array_equal(first_batch(), np.asarray(x))  # fixed by its seed
+    for changed in (dict(seed=4), dict(rand_augment=0), dict(rand_strength=0.5), dict(augment="basic", load_size=0)):
+        assert not np.allclose(first_batch(**changed), np.asarray(x)), changed  # each option reaches the stream
 
 
 def test_the_streamed_path_refuses_mixing_one_class_and_takes_exactly_one_batch(synthetic_data, tmp_path):
@@ -254,3 +268,82 @@ def test_the_streamed_path_refuses_mixing_one_class_and_takes_exactly_one_batch(
     rows[rows["type_dir"] == "roses"].to_csv(one, index=False)
     with pytest.raises(BadInputError, match=re.escape(f"{one}: only 1 class(es) present (['roses'])")):
         stream_datasets(_run_config([32, 32], train_list=str(one)), 2)
+    two = tmp_path / "two.csv"
+    rows[rows["type_dir"].isin(["daisy", "dandelion"])].to_csv(two, index=False)
+    train_ds, val_ds, _, _ = stream_datasets(_run_config([32, 32], train_list=str(two), val_list=str(two)), 4)
+    assert next(iter(train_ds))[1].shape == (4, 5) and next(iter(val_ds))[1].shape == (4, 5)
+
+
+def _list_with_a_broken_file(synthetic_data, source: str, folder: Path, classes=None) -> Path:
+    """A copy of a synthetic list (of `classes` only) with an unreadable roses file at its end."""
+    rows = pd.read_csv(synthetic_data / source)
+    rows["base_path"] = [str(synthetic_data / base) for base in rows["base_path"]]
+    if classes:
+        rows = rows[rows["type_dir"].isin(classes)]
+    (folder / "roses").mkdir(parents=True, exist_ok=True)
+    (folder / "roses" / f"broken_{source}.jpg").write_bytes(b"not an image")
+    rows = pd.concat([rows, pd.DataFrame([{"base_path": str(folder), "type_dir": "roses",
+                                           "file_name": f"broken_{source}.jpg"}])], ignore_index=True)
+    listed = folder / source
+    rows.to_csv(listed, index=False)
+    return listed
+
+
+def test_the_loaded_lists_give_the_models_size_their_labels_and_one_table_of_skipped_files(synthetic_data, tmp_path,
+                                                                                          capsys):
+    """The in-memory path: the run's options reach the training stream (size,
+    crops, MixUp, CutMix, seed, the epoch it starts at), both lists' labels are
+    one-hot over the classes, and the files skipped in both lists are one table."""
+    from vit_flowers.train import array_datasets, load_list
+
+    train_list = _list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path)
+    val_list = _list_with_a_broken_file(synthetic_data, "testing_files.csv", tmp_path)
+    base = dict(train_list=str(train_list), val_list=str(val_list), augment="resized-crop", load_size=40, seed=3)
+
+    def first_batches(count=1, start_epoch=0, **train):
+        train_ds, _, _, _ = array_datasets(_run_config([32, 48], **(base | train)), 8, start_epoch, False,
+                                           progress=False)
+        return [tuple(np.asarray(t) for t in batch) for batch in train_ds.take(count)]
+
+    train_ds, val_ds, steps, skipped = array_datasets(_run_config([32, 48], **base), 8, 0, False, progress=True)
+    assert capsys.readouterr().out.count("image") >= 2  # Keras' bar, for each list
+    assert steps == (len(pd.read_csv(train_list)) - 1) // 8
+    assert [Path(f).name for f in skipped["file"]] == ["broken_training_files.csv.jpg",
+                                                        "broken_testing_files.csv.jpg"]
+    assert skipped.index.tolist() == [0, 1]
+    x, y = next(iter(train_ds))
+    assert x.shape == (8, 32, 48, 3) and y.shape == (8, len(CLASS_NAMES))
+    val_x, val_y = next(iter(val_ds))
+    assert val_x.shape[1:] == (32, 48, 3) and val_y.shape[1] == len(CLASS_NAMES)
+    _, labels, _ = load_list(str(val_list), CLASS_NAMES, (32, 48), progress=False)
+    assert capsys.readouterr().out == ""
+    np.testing.assert_array_equal(np.concatenate([np.asarray(b[1]).argmax(1) for b in val_ds]), labels)
+
+    (x0, y0), = first_batches()
+    np.testing.assert_array_equal(x0, np.asarray(x))  # fixed by its seed
+    assert not np.array_equal(first_batches(seed=4)[0][0], x0)
+    later = first_batches(count=steps + 1)[steps]  # the second epoch's first batch
+    np.testing.assert_array_equal(first_batches(start_epoch=1)[0][0], later[0])
+    for mixing in (dict(mixup_alpha=0.4), dict(cutmix=1.0)):
+        mixed = first_batches(**mixing)[0][1]
+        assert ((mixed > 0) & (mixed < 1)).any(), mixing  # labels mixed in proportion
+    np.testing.assert_array_equal(np.sort(y0, axis=1)[:, -1], np.ones(8))  # without: one-hot
+
+
+def test_the_loaded_path_refuses_one_class_and_takes_exactly_one_batch(synthetic_data, tmp_path, capsys):
+    from vit_flowers.train import array_datasets, load_list
+
+    train_list = str(synthetic_data / "training_files.csv")
+    count = len(pd.read_csv(train_list))
+    assert array_datasets(_run_config([32, 32], train_list=train_list), count, 0, False, progress=False)[2] == 1
+    one = _list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path, classes=["roses"])
+    with pytest.raises(BadInputError, match=re.escape(f"{one}: only 1 class(es) present (['roses'])")):
+        array_datasets(_run_config([32, 32], train_list=str(one)), 2, 0, False, progress=False)
+    capsys.readouterr()
+    load_list(train_list, CLASS_NAMES, (32, 32))
+    assert "image" in capsys.readouterr().out  # a bar unless told not to
+    # labels are one-hot over the config's classes, also where the last classes are absent
+    two = _list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path / "two", ["daisy", "dandelion"])
+    train_ds, val_ds, _, _ = array_datasets(_run_config([32, 32], train_list=str(two), val_list=str(two)), 4, 0,
+                                            False, progress=False)
+    assert next(iter(train_ds))[1].shape == (4, 5) and next(iter(val_ds))[1].shape == (4, 5)
