@@ -129,3 +129,48 @@ def test_two_replicas_double_the_batch_scale_the_rate_and_synchronise_batch_norm
     norms = [layer for layer in result.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 2 and all(layer.synchronized for layer in norms)
     assert seen == [(0, "")] and len(pd.read_csv(run / "history.csv")) == 1
+
+
+def test_hosts_resume_together_at_the_epoch_all_of_them_hold_and_end_as_the_run_never_stopped(synthetic_data,
+                                                                                               tmp_path, capsys):
+    """Processes on several hosts (Keras' own distribution: no tf.distribute
+    strategy, so no synchronised batch norm, and the rate kept): each keeps its
+    previous epoch's backup; one killed a step behind the others makes them all
+    go back to its epoch, and the run then ends as the one never stopped."""
+
+    def hosts(behind: int | None = None) -> DistributionEnv:
+        return DistributionEnv(strategy=None, is_chief=True, name="hosts", num_replicas=2,
+                               gather_ints=lambda mine: [mine, mine if behind is None else behind])
+
+    cfg = tiny_run_config(synthetic_data / "training_files.csv", synthetic_data / "testing_files.csv", epochs=2,
+                          batch_size=4, lr_schedule="constant", patience=100)
+    whole = train_run(cfg, tmp_path / "whole", TrainOptions(verbose=0), hosts())
+    count = len(pd.read_csv(cfg.train.train_list))
+    assert int(whole.model.optimizer.iterations) == 2 * (count // 8)  # global batch 2 x 4
+    assert float(whole.model.optimizer.learning_rate) == pytest.approx(1e-3)
+    norms = [layer for layer in whole.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.synchronized for layer in norms)
+    state = read_state(tmp_path / "whole")
+    assert (state.latest.epoch, state.previous.epoch) == (2, 1)
+
+    run, _ = _copy(tmp_path / "whole", tmp_path)
+    capsys.readouterr()
+    train_run(cfg, run, TrainOptions(resume=True, verbose=1), hosts(behind=1))
+    out = capsys.readouterr().out
+    assert "resuming after epoch 1 of 2" in out and "Epoch 2/2" in out and "Epoch 1/2" not in out
+    pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv"), pd.read_csv(tmp_path / "whole" / "history.csv"),
+                                  check_exact=True)
+    for mine, theirs in zip(_weights(run), _weights(tmp_path / "whole"), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_run_dir_holding_a_run_is_refused_unless_overwritten(tiny_run, tmp_path):
+    from vit_flowers.errors import BadInputError
+
+    run, cfg = _copy(tiny_run, tmp_path)
+    with pytest.raises(BadInputError, match="already holds a run"):
+        train_run(cfg, run, TrainOptions(verbose=0))
+    assert read_state(run).latest.epoch == cfg.train.epochs  # nothing of it touched
+    once = replace(cfg, train=replace(cfg.train, epochs=1))
+    train_run(once, run, TrainOptions(overwrite=True, verbose=0))
+    assert len(pd.read_csv(run / "history.csv")) == 1 and read_state(run).latest.epoch == 1
