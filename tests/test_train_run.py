@@ -162,6 +162,8 @@ def test_hosts_resume_together_at_the_epoch_all_of_them_hold_and_end_as_the_run_
                                   check_exact=True)
     for mine, theirs in zip(_weights(run), _weights(tmp_path / "whole"), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+    # the same backup: the early-stopping counters came back with the state
+    assert (run / "backup" / "state.json").read_text() == (tmp_path / "whole" / "backup" / "state.json").read_text()
 
 
 def test_a_run_dir_holding_a_run_is_refused_unless_overwritten(tiny_run, tmp_path):
@@ -174,3 +176,42 @@ def test_a_run_dir_holding_a_run_is_refused_unless_overwritten(tiny_run, tmp_pat
     once = replace(cfg, train=replace(cfg.train, epochs=1))
     train_run(once, run, TrainOptions(overwrite=True, verbose=0))
     assert len(pd.read_csv(run / "history.csv")) == 1 and read_state(run).latest.epoch == 1
+
+
+def test_a_model_too_big_for_this_machine_is_refused_before_anything_is_written(synthetic_data, tmp_path,
+                                                                                monkeypatch):
+    """About 16 bytes a parameter to train: one byte short of that is refused,
+    exactly that goes on (here to the list being too short for one batch)."""
+    from vit_flowers import config
+    from vit_flowers.errors import BadInputError, ConfigError
+
+    cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=1, batch_size=4096)
+    params = config.estimate_parameters(cfg.model)
+    monkeypatch.setattr(config, "machine_memory_bytes", lambda: params * 16 - 1)
+    with pytest.raises(ConfigError, match=rf"^model: a model of {params:,} parameters needs about [0-9.]+ GiB to "
+                                          r"train; this machine has"):
+        train_run(cfg, tmp_path / "run", TrainOptions(verbose=0))
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(config, "machine_memory_bytes", lambda: params * 16)
+    with pytest.raises(BadInputError, match="fewer than one batch of 4096"):
+        train_run(cfg, tmp_path / "run", TrainOptions(verbose=0))
+
+
+def test_strict_stops_at_the_first_bad_file_and_cannot_stream(synthetic_data, tmp_path):
+    from vit_flowers.errors import BadInputError
+
+    rows = pd.read_csv(synthetic_data / "training_files.csv")
+    rows["base_path"] = [str(synthetic_data / base) for base in rows["base_path"]]
+    (tmp_path / "roses").mkdir()
+    (tmp_path / "roses" / "broken.jpg").write_bytes(b"not an image")
+    rows.loc[len(rows)] = {"base_path": str(tmp_path), "type_dir": "roses", "file_name": "broken.jpg"}
+    listed = tmp_path / "list.csv"
+    rows.to_csv(listed, index=False)
+    cfg = tiny_run_config(listed, None, epochs=1)
+    with pytest.raises(BadInputError, match=r"^--strict needs the images loaded up front; it cannot be combined "
+                                            r"with --stream$"):
+        train_run(cfg, tmp_path / "streamed", TrainOptions(strict=True, stream=True, verbose=0))
+    with pytest.raises(BadInputError, match=rf"^{tmp_path / 'roses' / 'broken.jpg'}: .+ \(--strict stops at the "
+                                            r"first bad file\)$"):
+        train_run(cfg, tmp_path / "run", TrainOptions(strict=True, verbose=0))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "streamed").exists()
