@@ -215,3 +215,16 @@ def test_strict_stops_at_the_first_bad_file_and_cannot_stream(synthetic_data, tm
                                             r"first bad file\)$"):
         train_run(cfg, tmp_path / "run", TrainOptions(strict=True, verbose=0))
     assert not (tmp_path / "run").exists() and not (tmp_path / "streamed").exists()
+
+
+def test_a_backup_that_cannot_be_loaded_is_refused_naming_it(tiny_run, tmp_path):
+    from vit_flowers.errors import ConfigError
+
+    run, cfg = _copy(tiny_run, tmp_path)
+    state = read_state(run)
+    (run / "backup" / state.latest.weights).write_bytes(b"\x89HDF half written")
+    longer = replace(cfg, train=replace(cfg.train, epochs=cfg.train.epochs + 1))
+    with pytest.raises(ConfigError, match=rf"^{run / 'backup'}: the backup cannot be loaded \(.+\); start again "
+                                          r"with --overwrite$"):
+        train_run(longer, run, TrainOptions(resume=True, verbose=0))
+    assert len(pd.read_csv(run / "history.csv")) == cfg.train.epochs  # the history is kept
