@@ -3,6 +3,7 @@ counts and score after its survivors are re-checked."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def test_the_runs_of_a_module_add_up_and_a_first_partial_run_leaves_the_rest_not
     def result(killed, survived, statuses, seconds):
         counts = {status: 0 for status in mutation.STATUSES} | {"killed": killed, "survived": survived}
         return {"counts": counts, "score": None, "tests": ["t"], "seconds": seconds, "survivors": ["## s"] * survived,
-                "statuses": statuses, "total": 10}
+                "statuses": statuses, "total": 10, "every": sorted(statuses)}
 
     merged = mutation.merged_passes([result(3, 1, {"a": "killed", "b": "survived"}, 5),
                                      result(2, 0, {"c": "killed"}, 7)])
@@ -126,3 +127,41 @@ def test_the_runs_of_a_module_add_up_and_a_first_partial_run_leaves_the_rest_not
     first = mutation.first_partial_result(merged, ["f", "g"])
     assert first["counts"]["not checked"] == 7 and first["score"] == pytest.approx(5 / 6)
     assert first["note"].startswith("first run over f, g")
+
+
+def test_a_finishing_run_checks_only_what_no_run_has_checked_and_records_every_status(tmp_path, monkeypatch,
+                                                                                     capsys):
+    """The statuses file lets a finishing run stopped halfway be finished by the next one, counting each
+    mutant once."""
+    out = tmp_path / "out"
+    out.mkdir()
+    counts = {status: 0 for status in mutation.STATUSES} | {"killed": 1, "not checked": 3}
+    (out / "scores.json").write_text(json.dumps({"train": {"counts": counts, "score": 1.0, "seconds": 10}}))
+    name = "vit_flowers.train.x_train_run__mutmut_{}".format
+    recorded = {name(1): "killed", name(2): "not checked", name(3): "not checked",
+                "vit_flowers.train.x_finalise__mutmut_1": "not checked"}
+    (out / "statuses_train.json").write_text(json.dumps(recorded))
+    calls = []
+
+    def run_module(module, work_root, mutmut_path, log, only=None, patterns=None, selection=None, label=""):
+        calls.append((label, patterns))
+        statuses = {name(2): "survived", name(3): "not checked"}  # stopped before the last one
+        return {"counts": {s: sum(v == s for v in statuses.values()) for s in mutation.STATUSES}, "score": 0.0,
+                "tests": selection, "seconds": 5, "survivors": ["## " + name(2) + "\n"], "statuses": statuses,
+                "total": 4, "every": sorted(recorded)}
+
+    monkeypatch.setattr(mutation, "run_module", run_module)
+    monkeypatch.setattr(mutation.shutil, "which", lambda *a, **k: "/bin/mutmut")
+    argv = ["--modules", "train", "--functions", "train_run", "--work", str(tmp_path / "w"), "--out", str(out)]
+    assert mutation.main(argv) == 0
+    assert calls == [("train", [name(2), name(3)])]
+    scores = json.loads((out / "scores.json").read_text())["train"]
+    assert (scores["counts"]["killed"], scores["counts"]["survived"], scores["counts"]["not checked"]) == (1, 1, 2)
+    assert json.loads((out / "statuses_train.json").read_text()) == recorded | {name(2): "survived"}
+    # the next finishing run takes up the one left; a function with nothing left is said so, and not run
+    calls.clear()
+    assert mutation.main(argv) == 0 and calls == [("train", [name(3)])]
+    (out / "statuses_train.json").write_text(json.dumps(recorded | {name(2): "killed", name(3): "killed"}))
+    calls.clear()
+    assert mutation.main(argv) == 0 and calls == []
+    assert "every mutant of train_run has been checked" in capsys.readouterr().out

@@ -26,7 +26,10 @@ survivor; run the module whole to score the edited code.
 `--functions` runs only the mutants of the named functions and counts them
 in place of the module's last run's "not checked" mutants: for finishing a
 run that was stopped before it reached those functions, without running
-again what it did check. On a module never run, it is a first run over those
+again what it did check. Where the module's `statuses_<module>.json` (every
+mutant's last status, written by each run) is at hand, only those functions'
+mutants still not checked run, so a finishing run stopped halfway can itself
+be finished. On a module never run, it is a first run over those
 functions, the others' mutants recorded as not checked (for a module whose
 whole run takes longer than one sitting: `train`).
 
@@ -208,24 +211,27 @@ def module_functions(module: str, source: Path | None = None) -> list[str]:
 
 
 def split_passes(module: str, only: dict[str, str] | None, functions: list[str] | None,
-                 source: Path | None = None) -> list[tuple[str, list[str], dict[str, str] | None, list[str] | None]]:
+                 source: Path | None = None, names: list[str] | None = None
+                 ) -> list[tuple[str, list[str], dict[str, str] | None, list[str] | None]]:
     """The mutmut runs a module takes: (label, test selection, `only`, patterns) each. One run over the
     module's selection, or, for a module with NARROWER functions, those functions' mutants against their
-    own selection and the rest against the module's."""
+    own selection and the rest against the module's. `names`: these mutants alone (exact names as patterns)."""
     if module not in NARROWER:
-        return [(module, TESTS[module], only, function_patterns(module, functions) if functions else None)]
+        patterns = names if names is not None else function_patterns(module, functions) if functions else None
+        return [(module, TESTS[module], only, patterns)]
     narrow, narrow_tests = NARROWER[module]
     passes = []
     for label, selection, inside in ((f"{module}-unit", narrow_tests, True), (module, TESTS[module], False)):
-        if only is not None:
-            part = {name: diff for name, diff in only.items()
+        if only is not None or names is not None:
+            part = {name: diff for name, diff in (only or dict.fromkeys(names, "")).items()
                     if (function_of(name) in {mangled(f) for f in narrow}) == inside}
             if part:
-                passes.append((label, selection, part, None))
+                passes.append((label, selection, part, None) if only is not None else
+                              (label, selection, None, list(part)))
             continue
-        names = [f for f in (functions or module_functions(module, source)) if (f in narrow) == inside]
-        if names:
-            passes.append((label, selection, None, function_patterns(module, names)))
+        chosen = [f for f in (functions or module_functions(module, source)) if (f in narrow) == inside]
+        if chosen:
+            passes.append((label, selection, None, function_patterns(module, chosen)))
     return passes
 
 
@@ -243,7 +249,7 @@ def merged_passes(results: list[dict]) -> dict:
     return {"counts": counts, "score": mutation_score(counts), "tests": results[-1]["tests"],
             "seconds": sum(r["seconds"] for r in results), "survivors": [d for r in results for d in r["survivors"]],
             "statuses": {name: status for r in results for name, status in r["statuses"].items()},
-            "total": max(r["total"] for r in results)}
+            "total": max(r["total"] for r in results), "every": sorted({n for r in results for n in r["every"]})}
 
 
 def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, str] | None = None,
@@ -273,6 +279,7 @@ def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, s
         if match and match.group(2) in STATUSES:
             statuses[match.group(1)] = match.group(2)
     total = len(statuses)  # every mutant of the module, checked now or not
+    every = sorted(statuses)
     if patterns:
         statuses = {name: status for name, status in statuses.items()
                     if any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}
@@ -296,7 +303,7 @@ def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, s
     score = mutation_score(counts)
     log(f"{label}: {counts} score {score if score is None else round(score, 3)} ({time.time() - started:.0f} s)")
     return {"counts": counts, "score": score, "tests": selection, "seconds": round(time.time() - started),
-            "survivors": diffs, "statuses": statuses, "total": total}
+            "survivors": diffs, "statuses": statuses, "total": total, "every": every}
 
 
 def main(argv=None) -> int:
@@ -337,8 +344,17 @@ def main(argv=None) -> int:
         # --functions on a module never run: a first run over those functions alone, the others' mutants
         # left not checked for a later --functions run to finish
         finishing = bool(args.functions) and module in scores
+        statuses_file = args.out / f"statuses_{module}.json"
+        recorded = json.loads(statuses_file.read_text(encoding="utf-8")) if statuses_file.exists() else {}
+        names = None
+        if finishing and recorded:  # only the mutants of those functions that no run has checked yet
+            wanted = {mangled(f) for f in args.functions}
+            names = [n for n, status in recorded.items() if status == "not checked" and function_of(n) in wanted]
+            if not names:
+                print(f"{module}: every mutant of {', '.join(args.functions)} has been checked")
+                continue
         results = []
-        for label, selection, part, part_patterns in split_passes(module, only, args.functions):
+        for label, selection, part, part_patterns in split_passes(module, only, args.functions, names=names):
             results.append(run_module(module, args.work, mutmut, print, part, part_patterns, selection, label))
             if results[-1]["counts"]["not checked"] == sum(results[-1]["counts"].values()):
                 # mutmut stopped before checking any mutant (its first pass over the tests failed, most
@@ -354,6 +370,9 @@ def main(argv=None) -> int:
         survivors = result.pop("survivors")
         rechecked = result.pop("statuses")
         result.pop("total")
+        every = result.pop("every")
+        recorded = ({**recorded, **rechecked} if finishing or only is not None
+                    else {**dict.fromkeys(every, "not checked"), **rechecked})
         if finishing:
             try:
                 counts = merged_counts(scores[module]["counts"], rechecked, replacing="not checked")
@@ -374,6 +393,7 @@ def main(argv=None) -> int:
             print(f"{module}: after the re-check {counts} score {round(result['score'], 3)}")
         scores[module] = result
         (args.out / f"survivors_{module}.txt").write_text("\n".join(survivors), encoding="utf-8")
+        statuses_file.write_text(json.dumps(dict(sorted(recorded.items())), indent=1) + "\n", encoding="utf-8")
         scores_file.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     total = {k: sum(s["counts"][k] for s in scores.values()) for k in STATUSES}
     score = mutation_score(total)
