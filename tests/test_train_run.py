@@ -57,6 +57,7 @@ def test_a_run_killed_after_its_last_backup_writes_the_best_epochs_weights_witho
     result = train_run(cfg, run, TrainOptions(resume=True, verbose=1))
     out = capsys.readouterr().out
     assert f"resuming after epoch {cfg.train.epochs} of {cfg.train.epochs}" in out and "Epoch " not in out
+    assert "Total params" not in out  # the summary only when asked for
     assert not result.already_finished and result.best_epoch == state.latest.best_epoch
     for mine, kept in zip(_weights(run), _weights(tiny_run), strict=True):
         np.testing.assert_array_equal(mine, kept)
@@ -98,33 +99,47 @@ def test_a_resumed_run_needs_no_pretrained_file_and_trains_only_what_is_left(npz
 
 
 class _TwoReplicas:
-    """What train_run asks of a tf.distribute strategy, for two replicas on one device."""
+    """What train_run asks of a tf.distribute strategy, for two replicas on one
+    device; counts the times its scope is entered."""
 
     num_replicas_in_sync = 2
 
+    def __init__(self) -> None:
+        self.entered = 0
+
+    @contextlib.contextmanager
     def scope(self):
-        return contextlib.nullcontext()
+        self.entered += 1
+        yield
 
 
 def test_two_replicas_double_the_batch_scale_the_rate_and_synchronise_batch_norm(synthetic_data, tmp_path, capsys):
     seen = []
-    run = tmp_path / "run"
 
     class First(keras.callbacks.Callback):
         """Runs before the run's own callbacks: the epoch is not logged yet."""
 
         def on_epoch_end(self, epoch, logs=None):
-            log = run / "history.csv"
+            log = tmp_path / "runs" / "first" / "run" / "history.csv"
             seen.append((epoch, log.read_text() if log.is_file() else ""))
 
-    env = DistributionEnv(strategy=_TwoReplicas(), is_chief=True, name="two", first_callbacks=[First()])
+    strategy = _TwoReplicas()
+    env = DistributionEnv(strategy=strategy, is_chief=True, name="two", first_callbacks=[First()])
     cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=1, batch_size=8,
-                          lr_schedule="constant", scale_lr=True)
+                          lr_schedule="cosine", scale_lr=True)
+    run = tmp_path / "runs" / "first" / "run"  # folders made as needed
     result = train_run(cfg, run, TrainOptions(verbose=0, summary=True), env)
     assert "Total params" in capsys.readouterr().out
+    assert strategy.entered == 1  # the model built and compiled in the strategy's scope
     count = len(pd.read_csv(cfg.train.train_list))
-    assert int(result.model.optimizer.iterations) == count // 16  # global batch 2 x 8
+    steps = count // 16  # global batch 2 x 8
+    assert steps >= 2 and int(result.model.optimizer.iterations) == steps
+    # the rate scaled by the replicas, on a cosine over the run's steps
+    result.model.optimizer.iterations.assign(0)
     assert float(result.model.optimizer.learning_rate) == pytest.approx(2e-3)
+    result.model.optimizer.iterations.assign(steps // 2)
+    assert float(result.model.optimizer.learning_rate) == pytest.approx(
+        1e-3 * (1 + np.cos(np.pi * (steps // 2) / steps)), rel=1e-5)
     assert RunConfig.load(run / "config.json").train.learning_rate == pytest.approx(1e-3)
     norms = [layer for layer in result.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 2 and all(layer.synchronized for layer in norms)
@@ -138,13 +153,14 @@ def test_hosts_resume_together_at_the_epoch_all_of_them_hold_and_end_as_the_run_
     previous epoch's backup; one killed a step behind the others makes them all
     go back to its epoch, and the run then ends as the one never stopped."""
 
-    def hosts(behind: int | None = None) -> DistributionEnv:
-        return DistributionEnv(strategy=None, is_chief=True, name="hosts", num_replicas=2,
+    def hosts(behind: int | None = None, chief: bool = True) -> DistributionEnv:
+        return DistributionEnv(strategy=None, is_chief=chief, name="hosts", num_replicas=2,
                                gather_ints=lambda mine: [mine, mine if behind is None else behind])
 
     cfg = tiny_run_config(synthetic_data / "training_files.csv", synthetic_data / "testing_files.csv", epochs=2,
                           batch_size=4, lr_schedule="constant", patience=100)
-    whole = train_run(cfg, tmp_path / "whole", TrainOptions(verbose=0), hosts())
+    whole = train_run(cfg, tmp_path / "whole", TrainOptions(verbose=0, summary=True), hosts(chief=False))
+    assert capsys.readouterr().out == ""  # silent, and the summary is the chief's
     count = len(pd.read_csv(cfg.train.train_list))
     assert int(whole.model.optimizer.iterations) == 2 * (count // 8)  # global batch 2 x 4
     assert float(whole.model.optimizer.learning_rate) == pytest.approx(1e-3)
@@ -152,6 +168,18 @@ def test_hosts_resume_together_at_the_epoch_all_of_them_hold_and_end_as_the_run_
     assert norms and not any(layer.synchronized for layer in norms)
     state = read_state(tmp_path / "whole")
     assert (state.latest.epoch, state.previous.epoch) == (2, 1)
+    # equal shards: validation sees only the full global batches of the list
+    from vit_flowers.datasets import array_dataset
+    from vit_flowers.train import compile_model, load_list
+
+    x_val, y_val, _ = load_list(cfg.train.val_list, CLASS_NAMES, (32, 32), progress=False)
+    assert len(x_val) % 8
+    kept, _ = load_run(tmp_path / "whole")
+    compile_model(kept, cfg.train, 1)
+    full = len(x_val) // 8 * 8
+    logs = kept.evaluate(array_dataset(x_val[:full], y_val[:full], 5, 8), return_dict=True, verbose=0)
+    history = pd.read_csv(tmp_path / "whole" / "history.csv")
+    assert logs["loss"] == pytest.approx(history.loc[state.latest.best_epoch, "val_loss"], rel=1e-4)
 
     run, _ = _copy(tmp_path / "whole", tmp_path)
     capsys.readouterr()
