@@ -256,3 +256,31 @@ def test_a_backup_that_cannot_be_loaded_is_refused_naming_it(tiny_run, tmp_path)
                                           r"with --overwrite$"):
         train_run(longer, run, TrainOptions(resume=True, verbose=0))
     assert len(pd.read_csv(run / "history.csv")) == cfg.train.epochs  # the history is kept
+
+
+@pytest.mark.parametrize("has_val, val_loss, loss, best", [
+    (True, [0.5, 0.9], [0.9, 0.5], 0),  # the validation loss decides, not the training loss
+    (False, [0.5, 0.9], [0.9, 0.5], 1),  # without a validation list, the training loss
+    (True, [float("nan")] * 2, [0.9, 0.5], -1),  # nothing to choose by: no best epoch, no curves
+])
+def test_the_kept_run_names_its_best_epoch_by_the_monitored_loss_and_draws_its_curves(tiny_run, tmp_path, has_val,
+                                                                                     val_loss, loss, best):
+    from PIL import Image
+
+    from vit_flowers.train import finalise
+
+    run, cfg = _copy(tiny_run, tmp_path)
+    (run / "training_curves.png").unlink()
+    history = pd.read_csv(run / "history.csv").assign(val_loss=val_loss, loss=loss)
+    history.to_csv(run / "history.csv", index=False)
+    model = load_run(tiny_run)[0]
+    written, best_epoch = finalise(model, cfg, run, has_val)
+    assert best_epoch == best and type(best_epoch) is int
+    pd.testing.assert_frame_equal(written, history)
+    if best < 0:
+        assert not (run / "training_curves.png").exists()
+    else:
+        with Image.open(run / "training_curves.png") as image:
+            assert image.size[0] > 200 and len(set(image.convert("L").getdata())) > 20
+    for mine, kept in zip(_weights(run), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, kept)
