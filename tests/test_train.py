@@ -259,7 +259,8 @@ def test_the_streamed_path_refuses_mixing_one_class_and_takes_exactly_one_batch(
 
     train_list = str(synthetic_data / "training_files.csv")
     count = len(pd.read_csv(train_list))
-    with pytest.raises(BadInputError, match="cannot be combined with --stream"):
+    with pytest.raises(BadInputError, match=r"^--mixup and --cutmix work on loaded images; they cannot be combined "
+                                            r"with --stream$"):
         stream_datasets(_run_config([32, 32], train_list=train_list, mixup_alpha=0.5), 2)
     assert stream_datasets(_run_config([32, 32], train_list=train_list), count)[2] == 1
     rows = pd.read_csv(train_list)

@@ -262,6 +262,7 @@ def test_a_backup_that_cannot_be_loaded_is_refused_naming_it(tiny_run, tmp_path)
     (True, [0.5, 0.9], [0.9, 0.5], 0),  # the validation loss decides, not the training loss
     (False, [0.5, 0.9], [0.9, 0.5], 1),  # without a validation list, the training loss
     (True, [float("nan")] * 2, [0.9, 0.5], -1),  # nothing to choose by: no best epoch, no curves
+    (True, None, [0.9, 0.5], -1),  # no validation column at all: the same
 ])
 def test_the_kept_run_names_its_best_epoch_by_the_monitored_loss_and_draws_its_curves(tiny_run, tmp_path, has_val,
                                                                                      val_loss, loss, best):
@@ -271,7 +272,8 @@ def test_the_kept_run_names_its_best_epoch_by_the_monitored_loss_and_draws_its_c
 
     run, cfg = _copy(tiny_run, tmp_path)
     (run / "training_curves.png").unlink()
-    history = pd.read_csv(run / "history.csv").assign(val_loss=val_loss, loss=loss)
+    history = pd.read_csv(run / "history.csv").assign(loss=loss)
+    history = history.drop(columns="val_loss") if val_loss is None else history.assign(val_loss=val_loss)
     history.to_csv(run / "history.csv", index=False)
     model = load_run(tiny_run)[0]
     written, best_epoch = finalise(model, cfg, run, has_val)
