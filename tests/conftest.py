@@ -67,6 +67,23 @@ def tiny_run(synthetic_data, tmp_path_factory) -> Path:
     return run_dir
 
 
+def list_with_a_broken_file(synthetic_data: Path, source: str, folder: Path, classes=None) -> Path:
+    """A copy of a synthetic list (of `classes` only) with an unreadable roses file at its end."""
+    import pandas as pd
+
+    rows = pd.read_csv(synthetic_data / source)
+    rows["base_path"] = [str(synthetic_data / base) for base in rows["base_path"]]
+    if classes:
+        rows = rows[rows["type_dir"].isin(classes)]
+    (folder / "roses").mkdir(parents=True, exist_ok=True)
+    (folder / "roses" / f"broken_{source}.jpg").write_bytes(b"not an image")
+    rows = pd.concat([rows, pd.DataFrame([{"base_path": str(folder), "type_dir": "roses",
+                                           "file_name": f"broken_{source}.jpg"}])], ignore_index=True)
+    listed = folder / source
+    rows.to_csv(listed, index=False)
+    return listed
+
+
 def write_flax_npz(backbone, path: Path) -> Path:
     """Export a vit_keras backbone's weights in the Flax key layout of the
     released ViT .npz files (the layout `vit_keras.utils.load_weights_numpy` reads)."""

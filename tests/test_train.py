@@ -17,7 +17,7 @@ from vit_flowers.errors import BadInputError, ConfigError
 from vit_flowers.model import model_config
 from vit_flowers.train import compile_model, make_optimizer, set_seed, training_load_size
 
-from conftest import CLASS_NAMES
+from conftest import CLASS_NAMES, list_with_a_broken_file
 
 
 def _rate(optimizer, step: int) -> float:
@@ -220,14 +220,8 @@ def test_the_streamed_lists_give_the_models_size_their_labels_and_their_skipped_
     from vit_flowers.filelists import read_file_list
     from vit_flowers.train import stream_datasets
 
-    rows = pd.read_csv(synthetic_data / "training_files.csv")
-    rows["base_path"] = [str(synthetic_data / base) for base in rows["base_path"]]
-    (tmp_path / "roses").mkdir()
-    (tmp_path / "roses" / "broken.jpg").write_bytes(b"not an image")
-    rows = pd.concat([rows, pd.DataFrame([{"base_path": str(tmp_path), "type_dir": "roses",
-                                           "file_name": "broken.jpg"}])], ignore_index=True)
-    listed = tmp_path / "list.csv"
-    rows.to_csv(listed, index=False)
+    listed = list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path)
+    rows = pd.read_csv(listed)
     cfg = _run_config([32, 48], train_list=str(listed), val_list=str(listed), augment="resized-crop", load_size=40,
                       rand_augment=2, rand_strength=1.0, seed=3)
     train_ds, val_ds, steps, skipped = stream_datasets(cfg, 8)
@@ -240,7 +234,7 @@ def test_the_streamed_lists_give_the_models_size_their_labels_and_their_skipped_
     labels = np.concatenate([np.asarray(b[1]).argmax(1) for b in val_ds])
     frame = read_file_list(str(listed), CLASS_NAMES)
     np.testing.assert_array_equal(labels, frame["label"].to_numpy()[:-1])  # in order, the broken file left out
-    assert {Path(f).name for f, _ in skipped} == {"broken.jpg"}  # met by each pass that read it
+    assert {Path(f).name for f, _ in skipped} == {"broken_training_files.csv.jpg"}  # met by each pass that read it
     first_val = next(iter(val_ds))[0]
     assert not np.allclose(np.asarray(x), np.asarray(first_val))  # shuffled and augmented, not the files in order
 
@@ -275,21 +269,6 @@ def test_the_streamed_path_refuses_mixing_one_class_and_takes_exactly_one_batch(
     assert next(iter(train_ds))[1].shape == (4, 5) and next(iter(val_ds))[1].shape == (4, 5)
 
 
-def _list_with_a_broken_file(synthetic_data, source: str, folder: Path, classes=None) -> Path:
-    """A copy of a synthetic list (of `classes` only) with an unreadable roses file at its end."""
-    rows = pd.read_csv(synthetic_data / source)
-    rows["base_path"] = [str(synthetic_data / base) for base in rows["base_path"]]
-    if classes:
-        rows = rows[rows["type_dir"].isin(classes)]
-    (folder / "roses").mkdir(parents=True, exist_ok=True)
-    (folder / "roses" / f"broken_{source}.jpg").write_bytes(b"not an image")
-    rows = pd.concat([rows, pd.DataFrame([{"base_path": str(folder), "type_dir": "roses",
-                                           "file_name": f"broken_{source}.jpg"}])], ignore_index=True)
-    listed = folder / source
-    rows.to_csv(listed, index=False)
-    return listed
-
-
 def test_the_loaded_lists_give_the_models_size_their_labels_and_one_table_of_skipped_files(synthetic_data, tmp_path,
                                                                                           capsys):
     """The in-memory path: the run's options reach the training stream (size,
@@ -297,8 +276,8 @@ def test_the_loaded_lists_give_the_models_size_their_labels_and_one_table_of_ski
     one-hot over the classes, and the files skipped in both lists are one table."""
     from vit_flowers.train import array_datasets, load_list
 
-    train_list = _list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path)
-    val_list = _list_with_a_broken_file(synthetic_data, "testing_files.csv", tmp_path)
+    train_list = list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path)
+    val_list = list_with_a_broken_file(synthetic_data, "testing_files.csv", tmp_path)
     base = dict(train_list=str(train_list), val_list=str(val_list), augment="resized-crop", load_size=40, seed=3)
 
     def first_batches(count=1, start_epoch=0, **train):
@@ -342,14 +321,14 @@ def test_the_loaded_path_refuses_one_class_and_takes_exactly_one_batch(synthetic
     train_list = str(synthetic_data / "training_files.csv")
     count = len(pd.read_csv(train_list))
     assert array_datasets(_run_config([32, 32], train_list=train_list), count, 0, False, progress=False)[2] == 1
-    one = _list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path, classes=["roses"])
+    one = list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path, classes=["roses"])
     with pytest.raises(BadInputError, match=re.escape(f"{one}: only 1 class(es) present (['roses'])")):
         array_datasets(_run_config([32, 32], train_list=str(one)), 2, 0, False, progress=False)
     capsys.readouterr()
     load_list(train_list, CLASS_NAMES, (32, 32))
     assert "image" in capsys.readouterr().out  # a bar unless told not to
     # labels are one-hot over the config's classes, also where the last classes are absent
-    two = _list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path / "two", ["daisy", "dandelion"])
+    two = list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path / "two", ["daisy", "dandelion"])
     train_ds, val_ds, _, _ = array_datasets(_run_config([32, 32], train_list=str(two), val_list=str(two)), 4, 0,
                                             False, progress=False)
     assert next(iter(train_ds))[1].shape == (4, 5) and next(iter(val_ds))[1].shape == (4, 5)

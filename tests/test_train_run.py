@@ -21,7 +21,7 @@ from vit_flowers.model import build_backbone, load_run, model_config
 from vit_flowers.rundir import read_state
 from vit_flowers.train import TrainOptions, train_run
 
-from conftest import CLASS_NAMES, tiny_run_config, write_flax_npz
+from conftest import CLASS_NAMES, list_with_a_broken_file, tiny_run_config, write_flax_npz
 
 
 def _copy(run, tmp_path):
@@ -228,18 +228,12 @@ def test_a_model_too_big_for_this_machine_is_refused_before_anything_is_written(
 def test_strict_stops_at_the_first_bad_file_and_cannot_stream(synthetic_data, tmp_path):
     from vit_flowers.errors import BadInputError
 
-    rows = pd.read_csv(synthetic_data / "training_files.csv")
-    rows["base_path"] = [str(synthetic_data / base) for base in rows["base_path"]]
-    (tmp_path / "roses").mkdir()
-    (tmp_path / "roses" / "broken.jpg").write_bytes(b"not an image")
-    rows.loc[len(rows)] = {"base_path": str(tmp_path), "type_dir": "roses", "file_name": "broken.jpg"}
-    listed = tmp_path / "list.csv"
-    rows.to_csv(listed, index=False)
+    listed = list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path)
     cfg = tiny_run_config(listed, None, epochs=1)
     with pytest.raises(BadInputError, match=r"^--strict needs the images loaded up front; it cannot be combined "
                                             r"with --stream$"):
         train_run(cfg, tmp_path / "streamed", TrainOptions(strict=True, stream=True, verbose=0))
-    with pytest.raises(BadInputError, match=rf"^{tmp_path / 'roses' / 'broken.jpg'}: .+ \(--strict stops at the "
+    with pytest.raises(BadInputError, match=rf"^{tmp_path / 'roses' / 'broken_training_files.csv.jpg'}: .+ \(--strict stops at the "
                                             r"first bad file\)$"):
         train_run(cfg, tmp_path / "run", TrainOptions(strict=True, verbose=0))
     assert not (tmp_path / "run").exists() and not (tmp_path / "streamed").exists()
