@@ -157,6 +157,7 @@ def test_a_finishing_run_checks_only_what_no_run_has_checked_and_records_every_s
     assert calls == [("train", [name(2), name(3)])]
     scores = json.loads((out / "scores.json").read_text())["train"]
     assert (scores["counts"]["killed"], scores["counts"]["survived"], scores["counts"]["not checked"]) == (1, 1, 2)
+    assert scores["note"] == "1 mutants of train_run checked (1 left for a later run)"
     assert json.loads((out / "statuses_train.json").read_text()) == recorded | {name(2): "survived"}
     # the next finishing run takes up the one left; a function with nothing left is said so, and not run
     calls.clear()

@@ -381,7 +381,9 @@ def main(argv=None) -> int:
                 return 2
             earlier = survivors_file.read_text(encoding="utf-8").rstrip("\n") if survivors_file.exists() else ""
             survivors = ([earlier + "\n"] if earlier.strip() else []) + survivors
-            checked = f"{len(rechecked)} mutants of {', '.join(args.functions)} checked"
+            done = sum(status != "not checked" for status in rechecked.values())
+            checked = f"{done} mutants of {', '.join(args.functions)} checked" + (
+                f" ({len(rechecked) - done} left for a later run)" if done < len(rechecked) else "")
             result = merged_result(result, scores[module], counts,
                                    "; then ".join(filter(None, [scores[module].get("note"), checked])))
             print(f"{module}: with the last run {counts} score {round(result['score'], 3)}")
