@@ -38,7 +38,7 @@ def test_resuming_a_finished_run_returns_its_result_and_touches_nothing(tiny_run
     run, cfg = _copy(tiny_run, tmp_path)
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     result = train_run(cfg, run, TrainOptions(resume=True, verbose=1))
-    assert result.already_finished and result.model is None and not result.stopped_early
+    assert result.already_finished and result.model is None and result.stopped_early is False
     history = pd.read_csv(run / "history.csv")
     pd.testing.assert_frame_equal(result.history, history)
     assert result.best_epoch == read_state(run).latest.best_epoch == int(history["val_loss"].idxmin())
@@ -90,10 +90,10 @@ def test_a_fresh_run_starts_from_its_pretrained_file(npz_run):
 
 def test_a_resumed_run_needs_no_pretrained_file_and_trains_only_what_is_left(npz_run, capsys):
     run, cfg, _, _ = npz_run
-    result = train_run(cfg, run, TrainOptions(resume=True, verbose=1))
+    result = train_run(cfg, run, TrainOptions(resume=True, verbose=1, summary=True))
     out = capsys.readouterr().out
     assert "resuming after epoch 1 of 2" in out and "Epoch 2/2" in out and "Epoch 1/2" not in out
-    assert "Total params" not in out  # the summary only when asked for
+    assert "Total params" in out  # asked for, on the one process there is
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
     assert int(result.model.optimizer.iterations) == 2 * (len(pd.read_csv(cfg.train.train_list)) // 16)
 
@@ -280,3 +280,21 @@ def test_the_kept_run_names_its_best_epoch_by_the_monitored_loss_and_draws_its_c
             assert image.size[0] > 200 and len(set(image.convert("L").getdata())) > 20
     for mine, kept in zip(_weights(run), model.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, kept)
+
+
+def test_a_run_stopped_early_says_so_and_its_resume_finds_it_finished(synthetic_data, tmp_path):
+    """A callback that ends training after the first epoch (as early stopping
+    does): the result and the backup say the run stopped early, and --resume
+    has nothing left to train."""
+
+    class StopAfterOne(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    env = DistributionEnv(strategy=None, is_chief=True, name="default", first_callbacks=[StopAfterOne()])
+    cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=3)
+    result = train_run(cfg, tmp_path / "run", TrainOptions(verbose=0), env)
+    assert result.stopped_early is True and len(result.history) == 1
+    assert read_state(tmp_path / "run").latest.stopped_early is True
+    again = train_run(cfg, tmp_path / "run", TrainOptions(resume=True, verbose=0))
+    assert again.already_finished and again.stopped_early is True
