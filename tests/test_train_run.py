@@ -42,6 +42,8 @@ def test_resuming_a_finished_run_returns_its_result_and_touches_nothing(tiny_run
     history = pd.read_csv(run / "history.csv")
     pd.testing.assert_frame_equal(result.history, history)
     assert result.best_epoch == read_state(run).latest.best_epoch == int(history["val_loss"].idxmin())
+    # chosen on the validation list the run has (the training loss has other values)
+    assert read_state(run).latest.best_value == pytest.approx(history["val_loss"].min(), rel=1e-6)
     assert list(result.skipped.columns) == ["file", "reason"] and result.skipped.empty
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert capsys.readouterr().out == ""  # no epoch trained, no model built
