@@ -70,7 +70,8 @@ TESTS: dict[str, list[str]] = {
               "tests/test_model.py::test_a_reloaded_run_predicts_what_the_trained_model_predicted",
               "tests/test_pipeline.py::test_training_skips_bad_images_and_strict_refuses_them",
               "tests/test_pipeline.py::test_resized_crop_trains_from_larger_images_and_load_size_needs_it",
-              "-k", "not sigkill and not ctrl_c and not finished and not contradicts and not short_post"],
+              "-k", "not sigkill_then_resume and not ctrl_c_says and not resume_of_a_finished_run "
+                    "and not contradicts_the_run and not short_post_preset"],
     "plots": ["tests/test_figures.py"],
 }
 # functions decided by their own unit tests: their mutants run against this narrower selection instead of
