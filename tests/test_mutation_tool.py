@@ -117,13 +117,13 @@ def test_the_runs_of_a_module_add_up_and_a_first_partial_run_leaves_the_rest_not
     def result(killed, survived, statuses, seconds):
         counts = {status: 0 for status in mutation.STATUSES} | {"killed": killed, "survived": survived}
         return {"counts": counts, "score": None, "tests": ["t"], "seconds": seconds, "survivors": ["## s"] * survived,
-                "statuses": statuses, "total": 10, "every": sorted(statuses)}
+                "statuses": statuses, "every": sorted(statuses) + [f"other{k}" for k in range(8 - len(statuses))]}
 
     merged = mutation.merged_passes([result(3, 1, {"a": "killed", "b": "survived"}, 5),
                                      result(2, 0, {"c": "killed"}, 7)])
     assert merged["counts"]["killed"] == 5 and merged["counts"]["survived"] == 1 and merged["seconds"] == 12
     assert merged["score"] == pytest.approx(5 / 6) and merged["survivors"] == ["## s"]
-    assert merged["statuses"] == {"a": "killed", "b": "survived", "c": "killed"} and merged["total"] == 10
+    assert merged["statuses"] == {"a": "killed", "b": "survived", "c": "killed"} and len(merged["every"]) == 10
     first = mutation.first_partial_result(merged, ["f", "g"])
     assert first["counts"]["not checked"] == 7 and first["score"] == pytest.approx(5 / 6)
     assert first["note"].startswith("first run over f, g")
@@ -148,7 +148,7 @@ def test_a_finishing_run_checks_only_what_no_run_has_checked_and_records_every_s
         statuses = {name(2): "survived", name(3): "not checked"}  # stopped before the last one
         return {"counts": {s: sum(v == s for v in statuses.values()) for s in mutation.STATUSES}, "score": 0.0,
                 "tests": selection, "seconds": 5, "survivors": ["## " + name(2) + "\n"], "statuses": statuses,
-                "total": 4, "every": sorted(recorded)}
+                "every": sorted(recorded)}
 
     monkeypatch.setattr(mutation, "run_module", run_module)
     monkeypatch.setattr(mutation.shutil, "which", lambda *a, **k: "/bin/mutmut")

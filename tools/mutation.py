@@ -239,7 +239,7 @@ def split_passes(module: str, only: dict[str, str] | None, functions: list[str] 
 def first_partial_result(result: dict, functions: list[str]) -> dict:
     """A first run over some functions of a module: the mutants of the others counted as not checked."""
     counts = dict(result["counts"])
-    counts["not checked"] += result["total"] - len(result["statuses"])
+    counts["not checked"] += len(result["every"]) - len(result["statuses"])
     return {**result, "counts": counts, "score": mutation_score(counts),
             "note": f"first run over {', '.join(functions)}; the other functions' mutants not checked yet"}
 
@@ -250,7 +250,7 @@ def merged_passes(results: list[dict]) -> dict:
     return {"counts": counts, "score": mutation_score(counts), "tests": results[-1]["tests"],
             "seconds": sum(r["seconds"] for r in results), "survivors": [d for r in results for d in r["survivors"]],
             "statuses": {name: status for r in results for name, status in r["statuses"].items()},
-            "total": max(r["total"] for r in results), "every": sorted({n for r in results for n in r["every"]})}
+            "every": sorted({n for r in results for n in r["every"]})}
 
 
 def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, str] | None = None,
@@ -279,8 +279,7 @@ def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, s
         match = re.match(r"\s*(\S+): (.+)$", line)
         if match and match.group(2) in STATUSES:
             statuses[match.group(1)] = match.group(2)
-    total = len(statuses)  # every mutant of the module, checked now or not
-    every = sorted(statuses)
+    every = sorted(statuses)  # every mutant of the module, checked now or not
     if patterns:
         statuses = {name: status for name, status in statuses.items()
                     if any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}
@@ -304,7 +303,7 @@ def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, s
     score = mutation_score(counts)
     log(f"{label}: {counts} score {score if score is None else round(score, 3)} ({time.time() - started:.0f} s)")
     return {"counts": counts, "score": score, "tests": selection, "seconds": round(time.time() - started),
-            "survivors": diffs, "statuses": statuses, "total": total, "every": every}
+            "survivors": diffs, "statuses": statuses, "every": every}
 
 
 def main(argv=None) -> int:
@@ -370,7 +369,6 @@ def main(argv=None) -> int:
             result["narrower"] = {"functions": list(NARROWER[module][0]), "tests": NARROWER[module][1]}
         survivors = result.pop("survivors")
         rechecked = result.pop("statuses")
-        result.pop("total")
         every = result.pop("every")
         recorded = ({**recorded, **rechecked} if finishing or only is not None
                     else {**dict.fromkeys(every, "not checked"), **rechecked})
