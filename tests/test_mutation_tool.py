@@ -107,7 +107,8 @@ def test_a_module_with_narrower_functions_runs_them_apart_from_the_rest(tmp_path
     assert [p[0] for p in mutation.split_passes("mod", None, ["slow"], source)] == ["mod"]
     only = {"vit_flowers.mod.x_fast__mutmut_2": "d1", "vit_flowers.mod.x_slow__mutmut_1": "d2"}
     (unit, _, unit_only, _), (_, _, rest_only, _) = mutation.split_passes("mod", only, None, source)
-    assert unit_only == {"vit_flowers.mod.x_fast__mutmut_2": "d1"} and rest_only == {"vit_flowers.mod.x_slow__mutmut_1": "d2"}
+    assert unit_only == {"vit_flowers.mod.x_fast__mutmut_2": "d1"}
+    assert rest_only == {"vit_flowers.mod.x_slow__mutmut_1": "d2"}
     assert mutation.function_of("vit_flowers.mod.x\u01c1Box\u01c1open__mutmut_12") == "x\u01c1Box\u01c1open"
     # a module without narrower functions is one run over its selection
     assert mutation.split_passes("model", None, None) == [("model", mutation.TESTS["model"], None, None)]

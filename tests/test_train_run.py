@@ -17,6 +17,7 @@ import pytest
 
 from vit_flowers.config import RunConfig
 from vit_flowers.distribute import DistributionEnv
+from vit_flowers.errors import BadInputError, ConfigError
 from vit_flowers.model import build_backbone, load_run, model_config
 from vit_flowers.rundir import read_state
 from vit_flowers.train import TrainOptions, train_run
@@ -32,6 +33,15 @@ def _copy(run, tmp_path):
 
 def _weights(run) -> list[np.ndarray]:
     return load_run(run)[0].get_weights()
+
+
+def _assert_same_arrays(mine: list[np.ndarray], theirs: list[np.ndarray]) -> None:
+    for a, b in zip(mine, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _batch_norms(model) -> list:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def test_resuming_a_finished_run_returns_its_result_and_touches_nothing(tiny_run, tmp_path, capsys):
@@ -61,8 +71,7 @@ def test_a_run_killed_after_its_last_backup_writes_the_best_epochs_weights_witho
     assert f"resuming after epoch {cfg.train.epochs} of {cfg.train.epochs}" in out and "Epoch " not in out
     assert "Total params" not in out  # the summary only when asked for
     assert not result.already_finished and result.best_epoch == state.latest.best_epoch
-    for mine, kept in zip(_weights(run), _weights(tiny_run), strict=True):
-        np.testing.assert_array_equal(mine, kept)
+    _assert_same_arrays(_weights(run), _weights(tiny_run))
     # the best epoch's weights are not the last epoch's, so the test tells them apart
     last = load_run(tiny_run)[0]
     last.load_weights(str(run / "backup" / state.latest.weights), skip_mismatch=True)
@@ -86,8 +95,7 @@ def npz_run(synthetic_data, tmp_path_factory):
 
 def test_a_fresh_run_starts_from_its_pretrained_file(npz_run):
     _, _, first, source = npz_run
-    for mine, given in zip(first.model.layers[0].get_weights(), source, strict=True):
-        np.testing.assert_array_equal(mine, given)
+    _assert_same_arrays(first.model.layers[0].get_weights(), source)
 
 
 def test_a_resumed_run_needs_no_pretrained_file_and_trains_only_what_is_left(npz_run, capsys):
@@ -117,19 +125,19 @@ class _TwoReplicas:
 
 def test_two_replicas_double_the_batch_scale_the_rate_and_synchronise_batch_norm(synthetic_data, tmp_path, capsys):
     seen = []
+    run = tmp_path / "runs" / "first" / "run"  # folders made as needed
 
     class First(keras.callbacks.Callback):
         """Runs before the run's own callbacks: the epoch is not logged yet."""
 
         def on_epoch_end(self, epoch, logs=None):
-            log = tmp_path / "runs" / "first" / "run" / "history.csv"
+            log = run / "history.csv"
             seen.append((epoch, log.read_text() if log.is_file() else ""))
 
     strategy = _TwoReplicas()
     env = DistributionEnv(strategy=strategy, is_chief=True, name="two", first_callbacks=[First()])
     cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=1, batch_size=8,
                           lr_schedule="cosine", scale_lr=True)
-    run = tmp_path / "runs" / "first" / "run"  # folders made as needed
     result = train_run(cfg, run, TrainOptions(verbose=0, summary=True), env)
     assert "Total params" in capsys.readouterr().out
     assert strategy.entered == 1  # the model built and compiled in the strategy's scope
@@ -143,8 +151,7 @@ def test_two_replicas_double_the_batch_scale_the_rate_and_synchronise_batch_norm
     assert float(result.model.optimizer.learning_rate) == pytest.approx(
         1e-3 * (1 + np.cos(np.pi * (steps // 2) / steps)), rel=1e-5)
     assert RunConfig.load(run / "config.json").train.learning_rate == pytest.approx(1e-3)
-    norms = [layer for layer in result.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert len(norms) == 2 and all(layer.synchronized for layer in norms)
+    assert len(_batch_norms(result.model)) == 2 and all(layer.synchronized for layer in _batch_norms(result.model))
     assert seen == [(0, "")] and len(pd.read_csv(run / "history.csv")) == 1
 
 
@@ -166,8 +173,7 @@ def test_hosts_resume_together_at_the_epoch_all_of_them_hold_and_end_as_the_run_
     count = len(pd.read_csv(cfg.train.train_list))
     assert int(whole.model.optimizer.iterations) == 2 * (count // 8)  # global batch 2 x 4
     assert float(whole.model.optimizer.learning_rate) == pytest.approx(1e-3)
-    norms = [layer for layer in whole.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert norms and not any(layer.synchronized for layer in norms)
+    assert _batch_norms(whole.model) and not any(layer.synchronized for layer in _batch_norms(whole.model))
     state = read_state(tmp_path / "whole")
     assert (state.latest.epoch, state.previous.epoch) == (2, 1)
     # equal shards: validation sees only the full global batches of the list
@@ -190,15 +196,12 @@ def test_hosts_resume_together_at_the_epoch_all_of_them_hold_and_end_as_the_run_
     assert "resuming after epoch 1 of 2" in out and "Epoch 2/2" in out and "Epoch 1/2" not in out
     pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv"), pd.read_csv(tmp_path / "whole" / "history.csv"),
                                   check_exact=True)
-    for mine, theirs in zip(_weights(run), _weights(tmp_path / "whole"), strict=True):
-        np.testing.assert_array_equal(mine, theirs)
+    _assert_same_arrays(_weights(run), _weights(tmp_path / "whole"))
     # the same backup: the early-stopping counters came back with the state
     assert (run / "backup" / "state.json").read_text() == (tmp_path / "whole" / "backup" / "state.json").read_text()
 
 
 def test_a_run_dir_holding_a_run_is_refused_unless_overwritten(tiny_run, tmp_path):
-    from vit_flowers.errors import BadInputError
-
     run, cfg = _copy(tiny_run, tmp_path)
     with pytest.raises(BadInputError, match="already holds a run"):
         train_run(cfg, run, TrainOptions(verbose=0))
@@ -213,7 +216,6 @@ def test_a_model_too_big_for_this_machine_is_refused_before_anything_is_written(
     """About 16 bytes a parameter to train: one byte short of that is refused,
     exactly that goes on (here to the list being too short for one batch)."""
     from vit_flowers import config
-    from vit_flowers.errors import BadInputError, ConfigError
 
     cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=1, batch_size=4096)
     params = config.estimate_parameters(cfg.model)
@@ -228,22 +230,18 @@ def test_a_model_too_big_for_this_machine_is_refused_before_anything_is_written(
 
 
 def test_strict_stops_at_the_first_bad_file_and_cannot_stream(synthetic_data, tmp_path):
-    from vit_flowers.errors import BadInputError
-
     listed = list_with_a_broken_file(synthetic_data, "training_files.csv", tmp_path)
     cfg = tiny_run_config(listed, None, epochs=1)
     with pytest.raises(BadInputError, match=r"^--strict needs the images loaded up front; it cannot be combined "
                                             r"with --stream$"):
         train_run(cfg, tmp_path / "streamed", TrainOptions(strict=True, stream=True, verbose=0))
-    with pytest.raises(BadInputError, match=rf"^{tmp_path / 'roses' / 'broken_training_files.csv.jpg'}: .+ \(--strict stops at the "
-                                            r"first bad file\)$"):
+    broken = tmp_path / "roses" / "broken_training_files.csv.jpg"
+    with pytest.raises(BadInputError, match=rf"^{broken}: .+ \(--strict stops at the first bad file\)$"):
         train_run(cfg, tmp_path / "run", TrainOptions(strict=True, verbose=0))
     assert not (tmp_path / "run").exists() and not (tmp_path / "streamed").exists()
 
 
 def test_a_backup_that_cannot_be_loaded_is_refused_naming_it(tiny_run, tmp_path):
-    from vit_flowers.errors import ConfigError
-
     run, cfg = _copy(tiny_run, tmp_path)
     state = read_state(run)
     (run / "backup" / state.latest.weights).write_bytes(b"\x89HDF half written")
@@ -280,8 +278,7 @@ def test_the_kept_run_names_its_best_epoch_by_the_monitored_loss_and_draws_its_c
     else:
         with Image.open(run / "training_curves.png") as image:
             assert image.size[0] > 200 and len(set(image.convert("L").getdata())) > 20
-    for mine, kept in zip(_weights(run), model.get_weights(), strict=True):
-        np.testing.assert_array_equal(mine, kept)
+    _assert_same_arrays(_weights(run), model.get_weights())
 
 
 def test_a_run_stopped_early_says_so_and_its_resume_finds_it_finished(synthetic_data, tmp_path):
