@@ -167,3 +167,12 @@ def test_a_finishing_run_checks_only_what_no_run_has_checked_and_records_every_s
     calls.clear()
     assert mutation.main(argv) == 0 and calls == []
     assert "every mutant of train_run has been checked" in capsys.readouterr().out
+
+
+def test_a_function_the_module_does_not_have_is_refused_before_any_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(mutation, "run_module", lambda *a, **k: pytest.fail("ran mutmut"))
+    with pytest.raises(SystemExit) as exit_:
+        mutation.main(["--modules", "train", "--functions", "train_run", "nosuch", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--functions: train has no function nosuch (it has set_seed, " in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
