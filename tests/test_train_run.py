@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 
 from vit_flowers.config import RunConfig
+from vit_flowers.datasets import array_dataset
 from vit_flowers.distribute import DistributionEnv
 from vit_flowers.errors import BadInputError, ConfigError
 from vit_flowers.model import build_backbone, load_run, model_config
 from vit_flowers.rundir import read_state
-from vit_flowers.train import TrainOptions, train_run
+from vit_flowers.train import TrainOptions, compile_model, load_list, train_run
 
 from conftest import CLASS_NAMES, list_with_a_broken_file, tiny_run_config, write_flax_npz
 
@@ -49,6 +50,7 @@ def test_resuming_a_finished_run_returns_its_result_and_touches_nothing(tiny_run
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     result = train_run(cfg, run, TrainOptions(resume=True, verbose=1))
     assert result.already_finished and result.model is None and result.stopped_early is False
+    assert result.run_dir == run
     history = pd.read_csv(run / "history.csv")
     pd.testing.assert_frame_equal(result.history, history)
     assert result.best_epoch == read_state(run).latest.best_epoch == int(history["val_loss"].idxmin())
@@ -57,6 +59,14 @@ def test_resuming_a_finished_run_returns_its_result_and_touches_nothing(tiny_run
     assert list(result.skipped.columns) == ["file", "reason"] and result.skipped.empty
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert capsys.readouterr().out == ""  # no epoch trained, no model built
+    # one process validates on every file of its list, the last partial batch too
+    x_val, y_val, _ = load_list(cfg.train.val_list, CLASS_NAMES, (32, 32), progress=False)
+    assert len(x_val) % cfg.train.batch_size
+    kept, _ = load_run(run)
+    compile_model(kept, cfg.train, 1)
+    logs = kept.evaluate(array_dataset(x_val, y_val, len(CLASS_NAMES), cfg.train.batch_size), return_dict=True,
+                         verbose=0)
+    assert logs["loss"] == pytest.approx(history.loc[result.best_epoch, "val_loss"], rel=1e-4)
 
 
 def test_a_run_killed_after_its_last_backup_writes_the_best_epochs_weights_without_training(tiny_run, tmp_path,
@@ -70,6 +80,9 @@ def test_a_run_killed_after_its_last_backup_writes_the_best_epochs_weights_witho
     out = capsys.readouterr().out
     assert f"resuming after epoch {cfg.train.epochs} of {cfg.train.epochs}" in out and "Epoch " not in out
     assert "Total params" not in out  # the summary only when asked for
+    for listed in (cfg.train.train_list, cfg.train.val_list):  # verbose: Keras' bar for each list it loads
+        count = len(pd.read_csv(listed))
+        assert f"{count}/{count}" in out, out
     assert not result.already_finished and result.best_epoch == state.latest.best_epoch
     _assert_same_arrays(_weights(run), _weights(tiny_run))
     # the best epoch's weights are not the last epoch's, so the test tells them apart
@@ -139,7 +152,7 @@ def test_two_replicas_double_the_batch_scale_the_rate_and_synchronise_batch_norm
     cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=1, batch_size=8,
                           lr_schedule="cosine", scale_lr=True)
     result = train_run(cfg, run, TrainOptions(verbose=0, summary=True), env)
-    assert "Total params" in capsys.readouterr().out
+    assert "Total params" in capsys.readouterr().out and result.run_dir == run
     assert strategy.entered == 1  # the model built and compiled in the strategy's scope
     count = len(pd.read_csv(cfg.train.train_list))
     steps = count // 16  # global batch 2 x 8
@@ -177,9 +190,6 @@ def test_hosts_resume_together_at_the_epoch_all_of_them_hold_and_end_as_the_run_
     state = read_state(tmp_path / "whole")
     assert (state.latest.epoch, state.previous.epoch) == (2, 1)
     # equal shards: validation sees only the full global batches of the list
-    from vit_flowers.datasets import array_dataset
-    from vit_flowers.train import compile_model, load_list
-
     x_val, y_val, _ = load_list(cfg.train.val_list, CLASS_NAMES, (32, 32), progress=False)
     assert len(x_val) % 8
     kept, _ = load_run(tmp_path / "whole")
@@ -201,14 +211,24 @@ def test_hosts_resume_together_at_the_epoch_all_of_them_hold_and_end_as_the_run_
     assert (run / "backup" / "state.json").read_text() == (tmp_path / "whole" / "backup" / "state.json").read_text()
 
 
-def test_a_run_dir_holding_a_run_is_refused_unless_overwritten(tiny_run, tmp_path):
+def test_a_run_dir_holding_a_run_is_refused_unless_overwritten(tiny_run, tmp_path, capsys):
+    """Overwritten here by a streamed run of clean lists: its result is what
+    the run dir holds, and it has no skipped file to report."""
     run, cfg = _copy(tiny_run, tmp_path)
     with pytest.raises(BadInputError, match="already holds a run"):
         train_run(cfg, run, TrainOptions(verbose=0))
     assert read_state(run).latest.epoch == cfg.train.epochs  # nothing of it touched
     once = replace(cfg, train=replace(cfg.train, epochs=1))
-    train_run(once, run, TrainOptions(overwrite=True, verbose=0))
-    assert len(pd.read_csv(run / "history.csv")) == 1 and read_state(run).latest.epoch == 1
+    result = train_run(once, run, TrainOptions(overwrite=True, stream=True, verbose=0))
+    assert capsys.readouterr().out == ""  # not verbose: no bar, no epoch line
+    history = pd.read_csv(run / "history.csv")
+    assert len(history) == 1 and read_state(run).latest.epoch == 1
+    assert result.run_dir == run and result.model is not None
+    assert not result.already_finished and result.stopped_early is False
+    pd.testing.assert_frame_equal(result.history, history)
+    assert result.best_epoch == read_state(run).latest.best_epoch == 0
+    assert list(result.skipped.columns) == ["file", "reason"] and result.skipped.empty
+    assert not (run / "skipped_files.csv").exists()
 
 
 def test_a_model_too_big_for_this_machine_is_refused_before_anything_is_written(synthetic_data, tmp_path,
@@ -239,6 +259,21 @@ def test_strict_stops_at_the_first_bad_file_and_cannot_stream(synthetic_data, tm
     with pytest.raises(BadInputError, match=rf"^{broken}: .+ \(--strict stops at the first bad file\)$"):
         train_run(cfg, tmp_path / "run", TrainOptions(strict=True, verbose=0))
     assert not (tmp_path / "run").exists() and not (tmp_path / "streamed").exists()
+
+
+def test_the_run_seeds_with_its_seed_and_makes_ops_deterministic_unless_told_not_to(synthetic_data, tmp_path,
+                                                                                     monkeypatch):
+    import tensorflow as tf
+
+    seeds, determinism = [], []
+    monkeypatch.setattr(keras.utils, "set_random_seed", seeds.append)
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: determinism.append("on"))
+    cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=1, seed=7)
+    for deterministic in (True, False):  # --strict with --stream is refused right after seeding
+        with pytest.raises(BadInputError, match="^--strict needs"):
+            train_run(cfg, tmp_path / "run", TrainOptions(strict=True, stream=True, deterministic=deterministic,
+                                                          verbose=0))
+    assert seeds == [7, 7] and determinism == ["on"]
 
 
 def test_a_backup_that_cannot_be_loaded_is_refused_naming_it(tiny_run, tmp_path):
@@ -281,7 +316,7 @@ def test_the_kept_run_names_its_best_epoch_by_the_monitored_loss_and_draws_its_c
     _assert_same_arrays(_weights(run), model.get_weights())
 
 
-def test_a_run_stopped_early_says_so_and_its_resume_finds_it_finished(synthetic_data, tmp_path):
+def test_a_run_stopped_early_says_so_and_its_resume_finds_it_finished(synthetic_data, tmp_path, capsys):
     """A callback that ends training after the first epoch (as early stopping
     does): the result and the backup say the run stopped early, and --resume
     has nothing left to train."""
@@ -292,7 +327,9 @@ def test_a_run_stopped_early_says_so_and_its_resume_finds_it_finished(synthetic_
 
     env = DistributionEnv(strategy=None, is_chief=True, name="default", first_callbacks=[StopAfterOne()])
     cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=3)
-    result = train_run(cfg, tmp_path / "run", TrainOptions(verbose=0), env)
+    result = train_run(cfg, tmp_path / "run", TrainOptions(verbose=1), env)
+    out = capsys.readouterr().out
+    assert "Epoch 1/3" in out and "resuming" not in out  # a fresh run resumes nothing
     assert result.stopped_early is True and len(result.history) == 1
     assert read_state(tmp_path / "run").latest.stopped_early is True
     again = train_run(cfg, tmp_path / "run", TrainOptions(resume=True, verbose=0))
