@@ -168,6 +168,37 @@ def test_two_replicas_double_the_batch_scale_the_rate_and_synchronise_batch_norm
     assert seen == [(0, "")] and len(pd.read_csv(run / "history.csv")) == 1
 
 
+class _OneReplica(_TwoReplicas):
+    """A strategy over one device (mirrored on a machine with one GPU)."""
+
+    num_replicas_in_sync = 1
+
+
+def test_batch_norm_is_synchronised_only_across_a_strategys_replicas(synthetic_data, tmp_path, monkeypatch):
+    """One replica has nothing to synchronise with, and processes on several
+    hosts without a tf.distribute strategy use Keras' own distribution."""
+    from vit_flowers import train as train_module
+
+    class Built(Exception):
+        pass
+
+    asked = []
+
+    def build_classifier(mcfg, load_pretrained, sync_batchnorm):
+        asked.append(sync_batchnorm)
+        raise Built
+
+    monkeypatch.setattr(train_module, "build_classifier", build_classifier)
+    cfg = tiny_run_config(synthetic_data / "training_files.csv", None, epochs=1, batch_size=8)
+    envs = [DistributionEnv(strategy=_OneReplica(), is_chief=True, name="one"),
+            DistributionEnv(strategy=_TwoReplicas(), is_chief=True, name="two"),
+            DistributionEnv(strategy=None, is_chief=True, name="hosts", num_replicas=2)]
+    for number, env in enumerate(envs):
+        with pytest.raises(Built):
+            train_run(cfg, tmp_path / str(number), TrainOptions(verbose=0), env)
+    assert asked == [False, True, False]
+
+
 def test_hosts_resume_together_at_the_epoch_all_of_them_hold_and_end_as_the_run_never_stopped(synthetic_data,
                                                                                                tmp_path, capsys):
     """Processes on several hosts (Keras' own distribution: no tf.distribute
