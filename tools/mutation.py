@@ -323,10 +323,11 @@ def main(argv=None) -> int:
     if args.functions and (args.survivors or len(args.modules) != 1):
         parser.error("--functions takes one module and cannot be combined with --survivors")
     if args.functions:
-        unknown = [f for f in args.functions if f not in module_functions(args.modules[0])]
+        known = module_functions(args.modules[0])
+        unknown = [f for f in args.functions if f not in known]
         if unknown:
             parser.error(f"--functions: {args.modules[0]} has no function {', '.join(unknown)} "
-                         f"(it has {', '.join(module_functions(args.modules[0]))})")
+                         f"(it has {', '.join(known)})")
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or shutil.which("mutmut")
     if mutmut is None:
         print("error: mutmut is not installed (pip install -r requirements-dev.txt)", file=sys.stderr)
