@@ -342,3 +342,15 @@ def test_a_system_without_map_populate_gets_a_plain_array(monkeypatch):
     monkeypatch.delattr(mmap, "MAP_POPULATE", raising=False)
     array = images.new_image_array((3, 4, 5, 3))
     assert array.shape == (3, 4, 5, 3) and array.dtype == np.uint8 and array.flags.owndata
+
+
+def test_the_none_readable_line_names_the_count_the_first_file_its_reason_and_the_report():
+    """The one line predict and plot end with when no input could be read."""
+    import pandas as pd
+
+    from vit_flowers.images import none_readable_message
+
+    skipped = pd.DataFrame({"file": ["a/x.jpg", "b/y.png"], "reason": ["truncated file", "not an image"]})
+    assert none_readable_message(skipped, Path("out") / "skipped_files.csv") == (
+        "none of the 2 input files could be read (first: a/x.jpg: truncated file); "
+        "the reasons are in out/skipped_files.csv")
