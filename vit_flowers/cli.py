@@ -10,6 +10,7 @@ refused in a second or two.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK, BadInputError
-from .outputs import SKIPPED_FILE, prepare_output_dir
+from .outputs import REPORT_FILE, SKIPPED_FILE, claim_output_dir
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -61,10 +62,18 @@ def add_input_args(p: argparse.ArgumentParser, several_runs: bool = False) -> No
 
 
 def read_inputs(args: argparse.Namespace, class_names: Sequence[str]):
-    """Rows (file, true) of --list or --images."""
+    """Rows (file, true) of --list or --images; folders of outputs (this
+    run's --out among them) and folders reached twice are left out, once said."""
+    from .outputs import InputFolders
     from .predict import collect_images, collect_list
 
-    return collect_list(args.list, class_names) if args.list else collect_images(args.images, class_names)
+    if args.list:
+        return collect_list(args.list, class_names)
+    folders = InputFolders(out=args.out)
+    rows = collect_images(args.images, class_names, folders)
+    if folders.left_out_line():
+        print(f"note: {folders.left_out_line()}")
+    return rows
 
 
 # ---------------------------------------------------------------- prepare
@@ -105,10 +114,15 @@ def run_prepare(args: argparse.Namespace) -> int:
     from .data_sources import source_rows
     from .filelists import check_fractions, class_names_of, write_file_lists
 
+    from .outputs import InputFolders
+
     check_fractions(args.test_fraction, args.val_fraction)
-    prepare_output_dir(args.out)
-    rows = source_rows(args.source, args.out, args.per_class, args.image_size, args.seed, generators())
-    lists = write_file_lists(rows, args.out, args.test_fraction, args.seed, args.val_fraction)
+    with claim_output_dir(args.out, "prepare"):
+        folders = InputFolders(out=args.out)
+        rows = source_rows(args.source, args.out, args.per_class, args.image_size, args.seed, generators(), folders)
+        if folders.left_out_line():
+            print(f"note: {folders.left_out_line()}")
+        lists = write_file_lists(rows, args.out, args.test_fraction, args.seed, args.val_fraction)
     print(f"{len(rows)} images in classes {class_names_of(rows)}")
     print("wrote " + ", ".join(str(path) for path in lists.values()))
     return EXIT_OK
@@ -404,8 +418,6 @@ def train_config_for(args: argparse.Namespace, out: Path):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .train import TrainOptions
-
     apply_preset(args)
     chief = not args.process_id
     out = args.out if chief else worker_dir(args)
@@ -415,8 +427,14 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"note: training {run_config.model.arch} from random weights (--weights none); on a few thousand "
               f"photos it learns little: the post fine-tunes {PRETRAINED_BY_DEFAULT}")
 
+    with claim_output_dir(out, "train", option="--out" if chief else "--worker-dir"):
+        return _train(args, run_config, out)
+
+
+def _train(args: argparse.Namespace, run_config, out: Path) -> int:
+    """Train in a run dir this process holds; the page; the closing lines."""
     from .distribute import setup_distribution  # TensorFlow (or JAX) starts here
-    from .train import train_run
+    from .train import TrainOptions, train_run
 
     env = setup_distribution(args.strategy, run_config.train.mixed_precision, args.coordinator, args.num_processes,
                              args.process_id)
@@ -462,7 +480,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-report", action="store_true",
                    help="do not write report.html (one self-contained page: every prediction, filters, attention)")
     g.add_argument("--report-attention", type=parse_attention_option, default=AUTO, metavar="auto|all|none|N",
-                   help=OPTION_HELP)
+                   help=OPTION_HELP.replace("%", "%%"))  # argparse reads % as a format
     g.add_argument("--report-class-maps", action="store_true",
                    help="also a class-specific (gradient-weighted) map for the predictions with attention "
                         "(about 4 times the cost of the rollout)")
@@ -474,29 +492,33 @@ def run_predict(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run)
     run_config = check_run_files(run_dir)
     inputs = read_inputs(args, run_config.model.class_names)
-    out = prepare_output_dir(args.out)
+    with claim_output_dir(args.out, "predict", keep_on_bad_input=[SKIPPED_FILE]) as claim:
+        out, stage = claim.folder, claim.staging()
 
-    from .model import load_run  # TensorFlow starts here
-    from .predict import metrics_summary, predict_inputs, write_outputs
+        from .model import load_run  # TensorFlow starts here
+        from .predict import OWNED_OUTPUTS, metrics_summary, predict_inputs, write_outputs
 
-    model, run_config = load_run(run_dir)
-    result = predict_inputs(model, run_config, inputs, args.batch_size, strict=args.strict, mirror=args.mirror_tta)
-    if len(result.table) == 0 and len(result.skipped):
-        # every input was unreadable: not a success; the reasons are written, an earlier run's outputs are kept
-        from .images import none_readable_message, write_skipped
+        model, run_config = load_run(run_dir)
+        result = predict_inputs(model, run_config, inputs, args.batch_size, strict=args.strict,
+                                mirror=args.mirror_tta)
+        if len(result.table) == 0 and len(result.skipped):
+            # every input was unreadable: not a success; the reasons are written, an earlier run's outputs kept
+            from .images import none_readable_message, write_skipped
 
-        write_skipped(result.skipped, out / SKIPPED_FILE)
-        raise BadInputError(none_readable_message(result.skipped, out / SKIPPED_FILE))
-    write_outputs(result, run_config.model.class_names, out)
+            write_skipped(result.skipped, stage / SKIPPED_FILE)
+            raise BadInputError(none_readable_message(result.skipped, out / SKIPPED_FILE))
+        write_outputs(result, run_config.model.class_names, stage)
+        if not args.no_report:
+            from .pages import prediction_page
+
+            prediction_page(model, result, run_config.model.class_names, stage, run_dir, args.report_attention,
+                            args.report_class_maps, args.batch_size)
+        claim.commit(OWNED_OUTPUTS)
     print(f"{len(result.table)} predicted, {len(result.skipped)} skipped -> {out}")
     if len(result.skipped):
         print(f"skipped files and reasons: {out / SKIPPED_FILE}")
     if not args.no_report:
-        from .pages import prediction_page
-
-        page = prediction_page(model, result, run_config.model.class_names, out, run_dir, args.report_attention,
-                               args.report_class_maps, args.batch_size)
-        print(f"report: {page} (open it in a browser)")
+        print(f"report: {out / REPORT_FILE} (open it in a browser)")
     print(metrics_summary(result.metrics))
     return EXIT_OK
 
@@ -532,21 +554,22 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from .comparison import check_options, plot_comparison
+    from .comparison import OWNED_OUTPUTS, check_options, plot_comparison
     from .model import check_run_files, resolve_run
 
     runs = list(args.run) if args.run else [resolve_run(None)]
     check_options(runs, args.limit, args.only, args.discard_ratio, args.batch_size)
     configs = [check_run_files(run) for run in runs]
     inputs = read_inputs(args, configs[0].model.class_names)
-    out = prepare_output_dir(args.out)
-    written = plot_comparison(
-        runs, out, inputs=inputs, limit=args.limit, only=args.only, head_fusion=args.head_fusion,
-        discard_ratio=args.discard_ratio, class_name=args.class_name, batch_size=args.batch_size,
-        normalize=args.normalize, start_layer=args.start_layer, stop_layer=args.stop_layer,
-        head_layer=args.head_layer, report=not args.no_report,
-    )
-    print(f"{len(written)} files -> {out}")
+    with claim_output_dir(args.out, "plot", keep_on_bad_input=[SKIPPED_FILE]) as claim:
+        written = plot_comparison(
+            runs, claim.staging(), inputs=inputs, limit=args.limit, only=args.only, head_fusion=args.head_fusion,
+            discard_ratio=args.discard_ratio, class_name=args.class_name, batch_size=args.batch_size,
+            normalize=args.normalize, start_layer=args.start_layer, stop_layer=args.stop_layer,
+            head_layer=args.head_layer, report=not args.no_report, final_dir=claim.folder,
+        )
+        claim.commit(OWNED_OUTPUTS)
+    print(f"{len(written)} files -> {claim.folder}")
     return EXIT_OK
 
 
@@ -590,14 +613,16 @@ def run_import(args: argparse.Namespace) -> int:
     mcfg = model_config(args.model, names, size, "none", head_bn_momentum=0.99, head_gelu="tanh", **overrides)
     if (args.out / CONFIG_FILE).exists() and not args.overwrite:
         raise BadInputError(f"{args.out} already holds a model ({CONFIG_FILE}); pass --overwrite to replace it")
-    out = prepare_output_dir(args.out)
+    with claim_output_dir(args.out, "import-weights") as claim:
+        out = claim.folder
 
-    from .legacy_weights import import_weights  # TensorFlow starts here
-    from .model import build_classifier, save_run
+        from .legacy_weights import import_weights  # TensorFlow starts here
+        from .model import build_classifier, save_run
 
-    model = build_classifier(mcfg, load_pretrained=False)
-    import_weights(model, args.weights, args.model)
-    save_run(model, RunConfig(model=mcfg, train=TrainConfig(optimizer="adam", learning_rate=1e-4, seed=123)), out)
+        model = build_classifier(mcfg, load_pretrained=False)
+        import_weights(model, args.weights, args.model)
+        save_run(model, RunConfig(model=mcfg, train=TrainConfig(optimizer="adam", learning_rate=1e-4, seed=123)),
+                 out)
     print(f"run dir: {out} ({args.weights} as model {args.model!r}, {mcfg.image_size[0]}x{mcfg.image_size[1]}, "
           f"classes {', '.join(names)})")
     print(f"predict with: vit-flowers predict --run {out} --images PHOTOS --out OUT")
@@ -628,11 +653,12 @@ def run_export(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run)
     check_run_files(run_dir)
     formats = parse_formats(args.format)
-    out = prepare_output_dir(args.out)
+    with claim_output_dir(args.out, "export") as claim:
+        out = claim.folder
 
-    from .export import export_run  # TensorFlow starts here
+        from .export import export_run  # TensorFlow starts here
 
-    export_run(run_dir, out, formats, check=not args.no_check, log=print)
+        export_run(run_dir, out, formats, check=not args.no_check, log=print)
     print(f"exported {run_dir} as {', '.join(formats)} -> {out} (what each file takes and gives: {out / 'README.md'})")
     return EXIT_OK
 
@@ -648,12 +674,17 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Synthetic flowers -> tiny ViT -> predictions and figures, all offline."""
+    with claim_output_dir(args.out, "demo") as claim:
+        return _demo(args, claim.folder)
+
+
+def _demo(args: argparse.Namespace, out: Path) -> int:
+    """The demo's steps, in a folder it holds."""
     from .config import RunConfig, TrainConfig
     from .data_sources import source_rows
     from .filelists import write_file_lists
     from .model import model_config
 
-    out = prepare_output_dir(args.out)
     # OUT is the run dir itself (`predict --run OUT` works), with the data and outputs inside
     run_dir, data_dir, pred_dir = out, out / "data", out / "predictions"
     rows = source_rows(["synthetic"], data_dir, args.per_class, 64, 0, generators())
@@ -805,16 +836,28 @@ def run_command(command: str, args: argparse.Namespace) -> int:
     except MemoryError:
         print("error: out of memory; try a smaller --batch-size or a smaller model", file=sys.stderr)
         return EXIT_FAILURE
-    except Exception as err:  # a failure of the program or the machine
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-            return EXIT_FAILURE
-        try:
-            where = f"the traceback is in {crash_report(command)}"
-        except OSError:
-            where = "run again with --debug for the traceback"
-        print(f"error: unexpected {type(err).__name__}: {one_line(str(err))}; {where}", file=sys.stderr)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            return _unexpected(command, args, err)
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"error: no space left on the device{where}; what this run had not finished was discarded, "
+              f"earlier outputs are as they were: free some space and run again", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as err:  # a failure of the program or the machine
+        return _unexpected(command, args, err)
+
+
+def _unexpected(command: str, args: argparse.Namespace, err: Exception) -> int:
+    """A failure of the program or the machine: one line and where the traceback is."""
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+        return EXIT_FAILURE
+    try:
+        where = f"the traceback is in {crash_report(command)}"
+    except OSError:
+        where = "run again with --debug for the traceback"
+    print(f"error: unexpected {type(err).__name__}: {one_line(str(err))}; {where}", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

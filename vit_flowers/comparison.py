@@ -214,10 +214,13 @@ def plot_comparison(
     head_layer: int = -1,
     progress: bool = True,
     report: bool = True,
+    final_dir: Optional[str | Path] = None,
 ) -> list[Path]:
     """Write the attention figures of the images `inputs` (rows file, true)
     for one or two run dirs, and with `report` the page `report.html` (each
-    image across the runs, side by side); returns the files written."""
+    image across the runs, side by side); returns the files written.
+    `final_dir`: where the outputs end up when `out_dir` is a staging folder
+    (for the messages)."""
     from . import atomic, plots
     from .attention import vit_keras_attention_map
     from .images import SKIPPED_COLUMNS, none_readable_message, write_skipped
@@ -248,11 +251,11 @@ def plot_comparison(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     skipped = pd.concat([skipped, pd.DataFrame(bad, columns=SKIPPED_COLUMNS)], ignore_index=True)
-    report = write_skipped(skipped, out_dir / SKIPPED_FILE)
-    if report is not None:
-        written.append(report)
+    skipped_report = write_skipped(skipped, out_dir / SKIPPED_FILE)
+    if skipped_report is not None:
+        written.append(skipped_report)
     if table.empty and len(skipped):  # every input was unreadable: not a success
-        raise BadInputError(none_readable_message(skipped, out_dir / SKIPPED_FILE))
+        raise BadInputError(none_readable_message(skipped, Path(final_dir or out_dir) / SKIPPED_FILE))
     if chosen.empty:
         print(f"no image to show: {len(table)} predicted, none with --only {only}")
         empty = pd.DataFrame(columns=["file", "true", "pred", "confidence", "figure"])

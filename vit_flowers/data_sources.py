@@ -13,6 +13,7 @@ import pandas as pd
 
 from .errors import BadInputError
 from .filelists import scan_class_folders
+from .outputs import InputFolders
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 # writes images under a folder and returns their list rows: (folder, per class, image side, seed) -> rows
@@ -40,15 +41,18 @@ def download_flower_photos(url: str = FLOWERS_URL) -> Path:
 
 
 def source_rows(sources: str | Sequence[str], out_dir: Path, per_class: int, image_size: int, seed: int,
-                generators: Mapping[str, Generator]) -> pd.DataFrame:
+                generators: Mapping[str, Generator], folders: InputFolders | None = None) -> pd.DataFrame:
     """List rows (base_path, type_dir, file_name) for one source or several
     split as one set: a generator's name (its images are written under
-    `out_dir/images`), 'download', or a folder of class subfolders."""
+    `out_dir/images`), 'download', or a folder of class subfolders (read
+    through `folders`, which leaves out folders of outputs and keeps what it
+    left out)."""
+    folders = folders if folders is not None else InputFolders(out=out_dir)
     if isinstance(sources, str):
         sources = [sources]
     if len(sources) > 1 and any(s in generators or s == "download" for s in sources):
         raise BadInputError(f"--source {' '.join(sources)}: several sources must all be folders")
-    frames = [_one_source(s, out_dir, per_class, image_size, seed, generators) for s in sources]
+    frames = [_one_source(s, out_dir, per_class, image_size, seed, generators, folders) for s in sources]
     rows = pd.concat(frames, ignore_index=True)
     # realpath, not Path.resolve: a symbolic link loop among the files must not raise here (it is skipped later)
     files = [os.path.realpath(os.path.join(b, t, f))
@@ -61,15 +65,15 @@ def source_rows(sources: str | Sequence[str], out_dir: Path, per_class: int, ima
 
 
 def _one_source(source: str, out_dir: Path, per_class: int, image_size: int, seed: int,
-                generators: Mapping[str, Generator]) -> pd.DataFrame:
+                generators: Mapping[str, Generator], folders: InputFolders) -> pd.DataFrame:
     if source in generators:
         return generators[source](out_dir / "images", per_class, image_size, seed)
     if source == "download":
-        return scan_class_folders(download_flower_photos())
+        return scan_class_folders(download_flower_photos(), folders)
     folder = Path(source)
     if not folder.is_dir():
         raise BadInputError(
             f"--source {source!r}: not a folder; use a folder of class subfolders, "
             f"'download', or one of {', '.join(generators)}"
         )
-    return scan_class_folders(folder)
+    return scan_class_folders(folder, folders)

@@ -31,7 +31,6 @@ image, over the decompression-bomb pixel limit) fail the request with an
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -43,6 +42,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import BadInputError
+from .outputs import move_into_place
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 SAVED_MODEL_DIR = "saved_model"
@@ -456,7 +456,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: str | Sequence
         (staging / README_FILE).write_text(readme_text(run_dir, run_config, staging, files, result.max_abs_diff),
                                            encoding="utf-8")
         for name in files + [LABELS_FILE, README_FILE]:
-            result.written.append(_move_into_place(staging / name, out_dir / name))
+            result.written.append(move_into_place(staging / name, out_dir / name))
         for name in set(EXPORT_FILES) - set(files):  # an earlier export's, of another model perhaps
             _remove(out_dir / name)
     finally:
@@ -485,17 +485,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _move_into_place(source: Path, target: Path) -> Path:
-    """Rename `source` onto `target`; a folder replaces the old one whole."""
-    if source.is_dir():
-        old = target.with_name(f".old-{os.getpid()}-{target.name}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, target)
-    return target
 
 
 def check_exports(model, folder: Path, files: Sequence[str], size: tuple[int, int],

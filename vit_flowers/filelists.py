@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BadInputError
+from .outputs import InputFolders
 
 COLUMNS = ["base_path", "type_dir", "file_name"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -38,13 +39,16 @@ def list_folder(folder: Path) -> list[Path]:
         raise BadInputError(f"{folder}: cannot list the folder ({err.strerror or err})") from err
 
 
-def scan_class_folders(root: str | Path) -> pd.DataFrame:
-    """List `root/<class>/<image>` as list rows; class folders sorted by name."""
+def scan_class_folders(root: str | Path, folders: InputFolders | None = None) -> pd.DataFrame:
+    """List `root/<class>/<image>` as list rows; class folders sorted by name.
+    `folders` leaves out folders of outputs and folders read already (a link
+    to another class folder) and keeps what it left out."""
     root = Path(root)
+    folders = folders if folders is not None else InputFolders()
     if not root.is_dir():
         raise BadInputError(f"{root}: not a folder of class subfolders")
     rows = []
-    for class_dir in [p for p in list_folder(root) if p.is_dir() and not is_image_name(p)]:
+    for class_dir in [p for p in list_folder(root) if p.is_dir() and not is_image_name(p) and folders.admit(p)]:
         for item in list_folder(class_dir):
             if is_image_name(item):
                 rows.append((str(root), class_dir.name, item.name))

@@ -20,7 +20,7 @@ from . import atomic
 from .errors import BadInputError
 from .filelists import is_image_name, list_folder, read_file_list
 from .images import SKIPPED_COLUMNS, decode_image, iter_image_chunks, write_skipped
-from .outputs import REPORT_FILE, SKIPPED_FILE
+from .outputs import REPORT_FILE, SKIPPED_FILE, InputFolders
 
 PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
@@ -38,9 +38,13 @@ class PredictionResult:
     metrics: dict | None
 
 
-def collect_images(paths: Sequence[str | Path], class_names: Sequence[str]) -> pd.DataFrame:
+def collect_images(paths: Sequence[str | Path], class_names: Sequence[str],
+                   folders: InputFolders | None = None) -> pd.DataFrame:
     """Rows (file, true) for files and folders; a folder's subfolders are
-    classes (true = the subfolder's name when it is a known class)."""
+    classes (true = the subfolder's name when it is a known class).
+    `folders` leaves out folders of outputs and folders read already (a link
+    back to a parent, say), and keeps what it left out."""
+    folders = folders if folders is not None else InputFolders()
     rows: list[tuple[str, str]] = []
     for raw in paths:
         path = Path(raw)
@@ -49,8 +53,12 @@ def collect_images(paths: Sequence[str | Path], class_names: Sequence[str]) -> p
                 raise BadInputError(f"{path}: no such file or folder")
             rows.append((str(path), ""))  # a file given by name: read (or skipped with its reason) as it is
             continue
+        if not folders.admit(path, top=True):
+            continue
         for item in list_folder(path):
             if item.is_dir() and not is_image_name(item):
+                if not folders.admit(item):
+                    continue
                 true = item.name if item.name in class_names else ""
                 rows += [(str(f), true) for f in list_folder(item) if is_image_name(f)]
             elif is_image_name(item):
