@@ -49,7 +49,7 @@ bench-quick: $(VENV)/.peer-installed  ## benchmarks, small sizes (about 10 min o
 bench: $(VENV)/.peer-installed  ## benchmarks, full sizes
 	$(BIN)/python benchmarks/run_all.py
 
-mutation: $(VENV)/.dev-installed  ## mutation score of the core modules (hours): mutation/scores.json, survivors
+mutation: $(VENV)/.dev-installed  ## mutation score of the core modules (hours): records in .mutation/ (ignored), scores in docs/development.md
 	$(BIN)/python tools/mutation.py $(if $(MODULES),--modules $(MODULES)) $(if $(SURVIVORS),--survivors) $(if $(FUNCTIONS),--functions $(FUNCTIONS))
 
 clean:

@@ -1,9 +1,12 @@
-"""tools/mutation.py's bookkeeping: reading a survivors file back, and the
-counts and score after its survivors are re-checked."""
+"""tools/mutation.py's bookkeeping: reading a survivors file back, the
+counts and score after its survivors are re-checked, and where its records
+go (an ignored folder, never a tracked one)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -87,7 +90,9 @@ def test_a_run_that_checked_no_mutant_keeps_the_last_results(tmp_path, monkeypat
                                                                  "statuses": {}})
     monkeypatch.setattr(mutation.shutil, "which", lambda *a, **k: "/bin/mutmut")
     assert mutation.main(["--modules", "model", "--work", str(tmp_path / "work"), "--out", str(scores.parent)]) == 2
-    assert "model: mutmut checked no mutant" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model: mutmut checked no mutant" in err
+    assert f"see {scores.parent / 'logs' / 'model.log'} " in err  # the log is kept with the records
     assert scores.read_text() == '{"model": {"score": 0.5}}\n'
     assert (scores.parent / "survivors_model.txt").read_text() == SURVIVORS
 
@@ -144,7 +149,8 @@ def test_a_finishing_run_checks_only_what_no_run_has_checked_and_records_every_s
     (out / "statuses_train.json").write_text(json.dumps(recorded))
     calls = []
 
-    def run_module(module, work_root, mutmut_path, log, only=None, patterns=None, selection=None, label=""):
+    def run_module(module, work_root, mutmut_path, log, only=None, patterns=None, selection=None, label="",
+                   logs=None):
         calls.append((label, patterns))
         statuses = {name(2): "survived", name(3): "not checked"}  # stopped before the last one
         return {"counts": {s: sum(v == s for v in statuses.values()) for s in mutation.STATUSES}, "score": 0.0,
@@ -176,3 +182,48 @@ def test_a_function_the_module_does_not_have_is_refused_before_any_run(tmp_path,
     assert exit_.value.code == 2
     assert "--functions: train has no function nosuch (it has set_seed, " in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_records_go_to_an_ignored_folder_and_no_run_output_is_tracked(tmp_path, monkeypatch):
+    """Survivors, statuses, scores and logs are machine output: a run without --out writes them to
+    RECORDS (`.mutation/`), which git ignores, and the repository tracks none of them. Writing them
+    into a tracked folder again (`mutation/`, say) fails here."""
+    assert mutation.RECORDS == mutation.REPO / ".mutation"
+    names = ["scores.json", "survivors_model.txt", "statuses_model.json", "logs/model.log", "logs/train-unit.log"]
+    if shutil.which("git") and (mutation.REPO / ".git").exists():
+        git = ["git", "-C", str(mutation.REPO)]
+        for name in names:
+            path = (mutation.RECORDS / name).relative_to(mutation.REPO).as_posix()
+            assert subprocess.run([*git, "check-ignore", "-q", path]).returncode == 0, f"{path} is not ignored"
+        tracked = subprocess.run([*git, "ls-files", "--", ":(glob)**/scores.json", ":(glob)**/survivors_*.txt",
+                                  ":(glob)**/statuses_*.json", ":(glob)**/*.log"],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        assert tracked == [], f"mutation records tracked by git: {tracked}"
+
+    # where main writes when no --out is given (the repository moved to tmp_path, so a tool that
+    # writes anywhere else in it leaves files this test sees, not files in the checkout)
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(mutation, "REPO", repo)
+    monkeypatch.setattr(mutation, "RECORDS", repo / ".mutation")
+    seen = {}
+
+    def run_module(module, work_root, mutmut_path, log, only=None, patterns=None, selection=None, label="",
+                   logs=None):
+        seen["logs"], seen["only"] = logs, only and list(only)
+        statuses = {"vit_flowers.model.x_f__mutmut_1": "killed", "vit_flowers.model.x_f__mutmut_2": "survived"}
+        if only is not None:  # the re-check: today's tests kill the survivor
+            statuses = dict.fromkeys(only, "killed")
+        return {"counts": {s: sum(v == s for v in statuses.values()) for s in mutation.STATUSES}, "score": 0.5,
+                "tests": selection, "seconds": 1, "survivors": ["## vit_flowers.model.x_f__mutmut_2\n"],
+                "statuses": statuses, "every": sorted(statuses)}
+
+    monkeypatch.setattr(mutation, "run_module", run_module)
+    monkeypatch.setattr(mutation.shutil, "which", lambda *a, **k: "/bin/mutmut")
+    assert mutation.main(["--modules", "model", "--work", str(tmp_path / "work")]) == 0
+    assert seen["logs"] == repo / ".mutation" / "logs"
+    written = sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file())
+    assert written == [".mutation/scores.json", ".mutation/statuses_model.json", ".mutation/survivors_model.txt"]
+    # and a re-check reads its survivors back from there
+    assert mutation.main(["--modules", "model", "--survivors", "--work", str(tmp_path / "work")]) == 0
+    assert seen["only"] == ["vit_flowers.model.x_f__mutmut_2"]
+    assert json.loads((repo / ".mutation" / "scores.json").read_text())["model"]["counts"]["killed"] == 2

@@ -4,12 +4,18 @@ For each module, mutmut mutates that module alone and runs the tests that
 exercise it (a selection per module, below, so that a run finishes in hours,
 not days: mutmut then runs, for each mutant, only the selected tests that
 reach the mutated function). Every run works in a copy of the repository
-under --work, so nothing is written into the checkout but the report.
+under --work, so nothing is written into the checkout but the records.
 
-Writes `mutation/scores.json` (killed, survived, ... per module, and the
-score: killed / (mutants that some test reached)) and `mutation/survivors.txt`
-(every surviving mutant's diff, to read: a survivor is a missing assertion
-or an equivalent mutant).
+The records are machine output and stay out of git: they go to --out,
+`.mutation/` by default (ignored, see .gitignore): `scores.json` (killed,
+survived, ... per module, and the score: killed / (mutants that some test
+reached)), `survivors_<module>.txt` (every surviving mutant's diff, to read:
+a survivor is a missing assertion or an equivalent mutant),
+`statuses_<module>.json` (every mutant's last status) and `logs/<run>.log`
+(mutmut's output). A fresh clone has none: its first run starts them. The
+scores worth keeping are copied by hand into docs/development.md, and the
+reasoning about each module's survivors is written in
+docs/mutation/equivalent_<module>.md.
 
     python tools/mutation.py                      # every module
     python tools/mutation.py --modules filelists images
@@ -53,6 +59,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# where the records go (ignored by git): scores.json, survivors_<module>.txt, statuses_<module>.json, logs/
+RECORDS = REPO / ".mutation"
 # module -> the tests that exercise it (pytest arguments); in-process tests only, because a test that runs
 # the scripts in a subprocess imports the package from outside mutmut's copy and never sees the mutant
 TESTS: dict[str, list[str]] = {
@@ -254,12 +262,16 @@ def merged_passes(results: list[dict]) -> dict:
 
 
 def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, str] | None = None,
-               patterns: list[str] | None = None, selection: list[str] | None = None, label: str = "") -> dict:
+               patterns: list[str] | None = None, selection: list[str] | None = None, label: str = "",
+               logs: Path | None = None) -> dict:
     """Mutate `module` in a fresh copy (`label`: its folder and log, default the module's name) and run
     `selection` (default: the module's tests) on every mutant (or on the mutants named in `only`,
-    name -> the diff recorded for it, or on those whose names match `patterns`)."""
+    name -> the diff recorded for it, or on those whose names match `patterns`). mutmut's output goes
+    to `logs`/<label>.log (default: beside the copy, in `work_root`)."""
     selection = selection or TESTS[module]
     label = label or module
+    logs = logs or work_root
+    logs.mkdir(parents=True, exist_ok=True)
     work = work_root / label
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -267,7 +279,7 @@ def run_module(module: str, work_root: Path, mutmut: str, log, only: dict[str, s
     with open(work / "pyproject.toml", "a", encoding="utf-8") as f:
         f.write(mutmut_config(module, selection))
     started = time.time()
-    with open(work_root / f"{label}.log", "w", encoding="utf-8") as out:
+    with open(logs / f"{label}.log", "w", encoding="utf-8") as out:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         if module != "train":
             env["VIT_FLOWERS_TEST_TINY_RUN"] = str(trained_tiny_run(work_root))
@@ -312,13 +324,15 @@ def main(argv=None) -> int:
     parser.add_argument("--modules", nargs="+", default=list(TESTS), choices=list(TESTS),
                         help="the modules to mutate")
     parser.add_argument("--work", type=Path, default=Path("/tmp/vit-flowers-mutation"),
-                        help="where the copies of the repository and mutmut's logs go")
+                        help="where the copies of the repository go")
     parser.add_argument("--survivors", action="store_true",
                         help="re-check only the mutants that survived each module's last run (see above)")
     parser.add_argument("--functions", nargs="+", metavar="NAME",
                         help="run only these functions' mutants, counted in place of the last run's not-checked "
                              "ones (one module; see above)")
-    parser.add_argument("--out", type=Path, default=REPO / "mutation", help="where scores.json and survivors.txt go")
+    parser.add_argument("--out", type=Path, default=RECORDS,
+                        help="where the records go (scores.json, survivors_<module>.txt, statuses_<module>.json, "
+                             "logs/): machine output, kept out of git")
     args = parser.parse_args(argv)
     if args.functions and (args.survivors or len(args.modules) != 1):
         parser.error("--functions takes one module and cannot be combined with --survivors")
@@ -334,6 +348,7 @@ def main(argv=None) -> int:
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    logs = args.out / "logs"
     scores_file = args.out / "scores.json"
     scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
     for module in args.modules:
@@ -341,7 +356,8 @@ def main(argv=None) -> int:
         only = None
         if args.survivors:
             if module not in scores or not survivors_file.exists():
-                print(f"error: {module} has no earlier run to re-check (no {survivors_file})", file=sys.stderr)
+                print(f"error: {module} has no earlier run to re-check (no {survivors_file}: records stay on "
+                      f"the machine that ran them; run the module whole first)", file=sys.stderr)
                 return 2
             only = recorded_survivors(survivors_file.read_text(encoding="utf-8"))
             if not only:
@@ -361,11 +377,12 @@ def main(argv=None) -> int:
                 continue
         results = []
         for label, selection, part, part_patterns in split_passes(module, only, args.functions, names=names):
-            results.append(run_module(module, args.work, mutmut, print, part, part_patterns, selection, label))
+            results.append(run_module(module, args.work, mutmut, print, part, part_patterns, selection, label,
+                                      logs=logs))
             if results[-1]["counts"]["not checked"] == sum(results[-1]["counts"].values()):
                 # mutmut stopped before checking any mutant (its first pass over the tests failed, most
                 # often): keep the module's last results rather than record every mutant as not checked
-                print(f"error: {module}: mutmut checked no mutant; see {args.work / (label + '.log')} "
+                print(f"error: {module}: mutmut checked no mutant; see {logs / (label + '.log')} "
                       f"(the last results in {scores_file} are kept)", file=sys.stderr)
                 return 2
         result = merged_passes(results)
@@ -399,7 +416,7 @@ def main(argv=None) -> int:
                                    f"({sum(v == 'killed' for v in rechecked.values())} now killed)")
             print(f"{module}: after the re-check {counts} score {round(result['score'], 3)}")
         scores[module] = result
-        (args.out / f"survivors_{module}.txt").write_text("\n".join(survivors), encoding="utf-8")
+        survivors_file.write_text("\n".join(survivors), encoding="utf-8")
         statuses_file.write_text(json.dumps(dict(sorted(recorded.items())), indent=1) + "\n", encoding="utf-8")
         scores_file.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     total = {k: sum(s["counts"][k] for s in scores.values()) for k in STATUSES}
