@@ -90,6 +90,7 @@ def test_two_processes_train_to_equal_weights(multihost_run):
     np.testing.assert_allclose(chief_log, worker_log, rtol=1e-6)
 
 
+@pytest.mark.slow  # about a minute: two processes trained, killed and resumed (in-process: test_train_run's hosts test)
 def test_two_processes_killed_mid_run_resume_to_the_uninterrupted_run(synthetic_data, multihost_run, tmp_path):
     """SIGKILL both processes mid-run; `--resume` on both ends where the run
     that was never killed ended: the same history and bitwise the same

@@ -24,6 +24,14 @@ from .errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK, BadI
 from .outputs import REPORT_FILE, SKIPPED_FILE, claim_output_dir
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a bad option refused in one line (exit 2) naming the
+    option and what it allows, and a pointer to --help, instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {one_line(message)}; see {self.prog} --help\n")
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
 
@@ -117,7 +125,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from .outputs import InputFolders
 
     check_fractions(args.test_fraction, args.val_fraction)
-    with claim_output_dir(args.out, "prepare"):
+    with claim_output_dir(args.out, "prepare", mark=False):  # its lists are not photos: a photo folder may hold them
         folders = InputFolders(out=args.out)
         rows = source_rows(args.source, args.out, args.per_class, args.image_size, args.seed, generators(), folders)
         if folders.left_out_line():
@@ -763,7 +771,7 @@ def versions() -> str:
 def command_parser(command: str, prog: str | None = None) -> argparse.ArgumentParser:
     """The parser of one subcommand (scripts/train.py and friends use it alone)."""
     text, add, _ = COMMANDS[command]
-    parser = argparse.ArgumentParser(prog=prog, description=f"{text}. {EXIT_CODES_HELP}.", formatter_class=_formatter)
+    parser = OneLineParser(prog=prog, description=f"{text}. {EXIT_CODES_HELP}.", formatter_class=_formatter)
     add(parser)
     add_common_args(parser)
     return parser
@@ -771,8 +779,8 @@ def command_parser(command: str, prog: str | None = None) -> argparse.ArgumentPa
 
 def build_parser() -> argparse.ArgumentParser:
     """The `vit-flowers` parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="vit-flowers", description=f"Fine-tune and explain ViTs. {EXIT_CODES_HELP}.",
-                                     formatter_class=_formatter)
+    parser = OneLineParser(prog="vit-flowers", description=f"Fine-tune and explain ViTs. {EXIT_CODES_HELP}.",
+                           formatter_class=_formatter)
     parser.add_argument("--version", action=VersionAction,
                         help="print the versions of vit-flowers, TensorFlow, Keras and vit-keras and exit")
     sub = parser.add_subparsers(dest="command", required=True)

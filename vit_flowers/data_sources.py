@@ -5,6 +5,7 @@ inspection shapes; this module imports neither).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -52,7 +53,9 @@ def source_rows(sources: str | Sequence[str], out_dir: Path, per_class: int, ima
         sources = [sources]
     if len(sources) > 1 and any(s in generators or s == "download" for s in sources):
         raise BadInputError(f"--source {' '.join(sources)}: several sources must all be folders")
-    frames = [_one_source(s, out_dir, per_class, image_size, seed, generators, folders) for s in sources]
+    # each source reads its folders once; a file reached through two sources is refused below
+    frames = [_one_source(s, out_dir, per_class, image_size, seed, generators, dataclasses.replace(folders, seen=set()))
+              for s in sources]
     rows = pd.concat(frames, ignore_index=True)
     # realpath, not Path.resolve: a symbolic link loop among the files must not raise here (it is skipped later)
     files = [os.path.realpath(os.path.join(b, t, f))

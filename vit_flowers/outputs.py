@@ -174,29 +174,38 @@ def _acquire(folder: Path, command: str, option: str) -> OutputClaim:
 
 @contextlib.contextmanager
 def claim_output_dir(folder: str | os.PathLike, command: str, option: str = "--out",
-                     keep_on_bad_input: Iterable[str] = ()) -> Iterator[OutputClaim]:
-    """Check, create and lock `folder` for one run of `command`, and mark it
-    as an output folder. On success staged outputs must be committed by the
-    caller; on any error they are discarded, except the names in
-    `keep_on_bad_input` when the error is bad input (the reasons a run
-    could read nothing, say), which are moved in beside the earlier outputs."""
+                     keep_on_bad_input: Iterable[str] = (), mark: bool = True) -> Iterator[OutputClaim]:
+    """Check, create and lock `folder` for one run of `command`, and (with
+    `mark`) mark it as an output folder. On success staged outputs must be
+    committed by the caller; on any error they are discarded, except the
+    names in `keep_on_bad_input` when the error is bad input (the reasons a
+    run could read nothing, say), which are moved in beside the earlier
+    outputs. A folder this run created and that ends holding nothing of it
+    is removed: a refused run leaves nothing behind."""
+    new = not os.path.lexists(folder)
     folder = prepare_output_dir(folder, option)
     claim = _acquire(folder, command, option)
     try:
         if claim.took_over:
             print(f"note: {option} {folder}: taking over the lock left by {claim.took_over}, which is no longer "
                   f"running", file=sys.stderr)
-        mark_output_dir(folder, command)
+        if mark:
+            mark_output_dir(folder, command)
         try:
             yield claim
-        except BadInputError:
+        except BaseException as err:
             staged = claim._staging
-            for name in keep_on_bad_input:
+            for name in keep_on_bad_input if isinstance(err, BadInputError) else ():
                 if staged is not None and (staged / name).exists():
                     move_into_place(staged / name, folder / name)
             raise
     finally:
         claim.release()
+        if new:
+            with contextlib.suppress(OSError):
+                leftovers = {p.name for p in folder.iterdir()}
+                if leftovers <= {MARKER_FILE}:
+                    shutil.rmtree(folder)
 
 
 def mark_output_dir(folder: str | os.PathLike, command: str) -> None:
