@@ -33,8 +33,8 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-HEAD_FUSIONS = ("mean", "max", "min")
-NORMALIZATIONS = ("matrix", "row")
+from .choices import HEAD_FUSIONS, NORMALIZATIONS
+
 OVERLAY_ALPHA = 0.5
 
 

@@ -20,7 +20,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .config import (ARCHITECTURES, PRESET_ALIASES, PRESETS, PRETRAINED_BY_DEFAULT, PRETRAINED_WEIGHTS, ModelConfig,
+                     TrainConfig)
 from .errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK, BadInputError
+from .options import add_settings, flags_by_dest, run_options, values_from
 from .outputs import REPORT_FILE, SKIPPED_FILE, claim_output_dir
 
 
@@ -137,111 +140,27 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- train
-# train options that define the run (option dest -> config section, field):
-# on --resume each one given must agree with the run's config.json
-RUN_OPTIONS: dict[str, tuple[str, str]] = {
-    "train_list": ("train", "train_list"), "val_list": ("train", "val_list"),
-    "class_names": ("model", "class_names"), "model": ("model", "arch"), "image_size": ("model", "image_size"),
-    "weights": ("model", "weights"), "patch_size": ("model", "patch_size"), "hidden_size": ("model", "hidden_size"),
-    "num_layers": ("model", "num_layers"), "num_heads": ("model", "num_heads"), "mlp_dim": ("model", "mlp_dim"),
-    "dropout": ("model", "dropout"), "stem": ("model", "stem"), "batch_size": ("train", "batch_size"),
-    "learning_rate": ("train", "learning_rate"), "optimizer": ("train", "optimizer"),
-    "weight_decay": ("train", "weight_decay"), "lr_schedule": ("train", "lr_schedule"),
-    "warmup_epochs": ("train", "warmup_epochs"), "label_smoothing": ("train", "label_smoothing"),
-    "augment": ("train", "augment"), "load_size": ("train", "load_size"), "mixup": ("train", "mixup_alpha"),
-    "patience": ("train", "patience"), "seed": ("train", "seed"), "mixed_precision": ("train", "mixed_precision"),
-    "scale_lr": ("train", "scale_lr"), "cutmix": ("train", "cutmix"), "ema": ("train", "ema_momentum"),
-    "rand_augment": ("train", "rand_augment"), "rand_strength": ("train", "rand_strength"),
-}
-RUN_OPTIONS.update({"head_bn_momentum": ("model", "head_bn_momentum"), "head_gelu": ("model", "head_gelu")})
-PRETRAINED_BY_DEFAULT = "imagenet21k+imagenet2012"
-# --preset post: the source post's run (vit_b16 at 224 with ImageNet-21k+2012 weights, its head with Keras'
-# BatchNormalization default momentum and tensorflow-addons' tanh-approximated gelu, Adam 1e-4, categorical
-# cross-entropy, ReduceLROnPlateau, its ImageDataGenerator's flips, rotations and zooms, seed 123, the model
-# summary); every option given on the command line still wins
-PRESETS: dict[str, dict[str, Any]] = {
-    "post": {"model": "b16", "image_size": [224], "weights": PRETRAINED_BY_DEFAULT, "head_bn_momentum": 0.99,
-             "head_gelu": "tanh", "optimizer": "adam", "learning_rate": 1e-4, "lr_schedule": "plateau",
-             "label_smoothing": 0.0, "augment": "basic", "seed": 123, "summary": True},
-}
-PRESET_ALIASES = {"seed": "post"}  # the package's first name for the post's things
+# train options that define the run (option dest -> config section, field), derived from the
+# settings the config dataclasses declare: on --resume each one given must agree with config.json
+RUN_OPTIONS: dict[str, tuple[str, str]] = run_options(model=ModelConfig, train=TrainConfig)
+OPTION_FLAGS: dict[str, str] = flags_by_dest(ModelConfig, TrainConfig)
+OPTION_DESTS: dict[str, str] = {name: dest for dest, (_, name) in RUN_OPTIONS.items()}
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from .config import AUGMENTATION_ALIASES, AUGMENTATIONS, HEAD_GELUS, LR_SCHEDULES, OPTIMIZERS, STEMS, STRATEGIES
-    from .model import ARCHITECTURES
-
-    g = p.add_argument_group("data")
-    g.add_argument("--train-list", type=Path, help="training list CSV (base_path,type_dir,file_name)")
-    g.add_argument("--val-list", type=Path,
-                   help="validation list CSV (prepare's validation_files.csv, never the test list); early stopping "
-                        "and the best epoch use it")
-    g.add_argument("--class-names", default="auto",
-                   help="comma-separated class names in label order, or 'auto' for the sorted type_dir "
-                        "values of the training list")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default="tiny", choices=sorted(ARCHITECTURES),
-                   help="ViT architecture: b16/b32/l16/l32 as vit_keras, tiny/small from scratch for a CPU")
-    g.add_argument("--image-size", type=positive_int, nargs="+", metavar="PX",
-                   help="input side (or HEIGHT WIDTH); default: the architecture's own")
-    g.add_argument("--weights", default=None,
-                   help=f"backbone weights: imagenet21k+imagenet2012, imagenet21k, none, or a path to a .npz; "
-                        f"default: {PRETRAINED_BY_DEFAULT} for b16/b32/l16/l32 (the post's fine-tune), none for "
-                        f"tiny/small")
-    for name, kind in (("patch-size", positive_int), ("hidden-size", positive_int), ("num-layers", positive_int),
-                       ("num-heads", positive_int), ("mlp-dim", positive_int), ("dropout", float)):
-        g.add_argument(f"--{name}", type=kind, help=f"override the architecture's {name.replace('-', ' ')}")
-    g.add_argument("--stem", choices=STEMS, default=None,
-                   help="patch (default): vit_keras' patch embedding; conv: 3x3 stride-2 convolutions to the same "
-                        "token grid (patch size a power of two; helps from-scratch training on small data sets)")
-    g.add_argument("--head-bn-momentum", type=float, default=None,
-                   help="momentum of the head's two BatchNormalization layers (default 0.9: Keras' 0.99 needs "
-                        "hundreds of steps to forget its initial statistics; the post used 0.99)")
-    g.add_argument("--head-gelu", choices=HEAD_GELUS, default=None,
-                   help="the head's gelu: exact (Keras' own, default) or tanh (the approximation that "
-                        "tensorflow-addons' gelu, which the post used, computes by default)")
-    g.add_argument("--preset", choices=sorted(PRESETS) + sorted(PRESET_ALIASES), default=None,
-                   help="post: the source post's run exactly (b16 at 224 with imagenet21k+imagenet2012 weights, "
-                        "its head with BatchNormalization momentum 0.99 and tanh gelu, Adam 1e-4, categorical "
-                        "cross-entropy, ReduceLROnPlateau, flips/rotations/zooms, seed 123, the model summary); "
-                        "any option given as well overrides it ('seed' is an old name)")
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=positive_int, default=10, help="maximum number of epochs")
-    g.add_argument("--batch-size", type=positive_int, default=32, help="images per batch on each replica")
-    g.add_argument("--learning-rate", type=float, default=1e-4, help="peak learning rate (the post's Adam 1e-4)")
-    g.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="optimizer")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay for adamw")
-    g.add_argument("--lr-schedule", default="plateau", choices=LR_SCHEDULES,
-                   help="plateau: ReduceLROnPlateau; cosine: warm-up then cosine decay; constant")
-    g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length for the cosine schedule")
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
-    g.add_argument("--augment", default="basic", choices=AUGMENTATIONS + tuple(AUGMENTATION_ALIASES),
-                   help="basic: flips, small rotations and zooms as the post ('seed' is its old name); strong: "
-                        "also translation, contrast; crop: zoom, shifts and colour jitter; resized-crop: random "
-                        "resized crops (from images decoded at --load-size), flips, colour jitter, for real photos; "
-                        "every draw is seeded by the example's place in the stream, so a resumed run draws the same")
-    g.add_argument("--load-size", type=int, default=0, metavar="PX",
-                   help="decode training images this high (0: the model's input) so that --augment "
-                        "resized-crop cuts detailed crops from them; for example 96 for a 64 px model")
-    g.add_argument("--mixup", type=float, default=0.0, help="MixUp Beta alpha (0 disables)")
-    g.add_argument("--cutmix", type=float, default=0.0, metavar="SHARE",
-                   help="CutMix: the share of training examples (0-1) that get a box of another example pasted "
-                        "in, of a uniform share of the area, the labels mixed by area (0 disables; not with --mixup)")
-    g.add_argument("--rand-augment", type=int, default=0, metavar="N",
-                   help="RandAugment-style: N operations per training image after --augment, each drawn from "
-                        "rotate, shear, translate, brightness, contrast, colour, sharpness, posterize, "
-                        "autocontrast and identity (0 disables; no hue change, the flowers' colour is kept)")
-    g.add_argument("--rand-strength", type=float, default=0.5, metavar="S",
-                   help="strength of every --rand-augment operation, 0-1 of its range (1: rotations of 30 "
-                        "degrees, shears of 0.3, shifts of 30%%, factors 1+-0.9, 4 bits left)")
-    g.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
-                   help="keep a moving average of the weights with this momentum per step (for example 0.999); "
-                        "validation, the best epoch and the saved weights use the average (0: the raw weights)")
-    g.add_argument("--patience", type=int, default=5, help="epochs without improvement before early stopping")
-    g.add_argument("--seed", type=int, default=123, help="random seed (the post's 123)")
-    g.add_argument("--no-deterministic", action="store_true",
-                   help="allow non-deterministic TensorFlow ops (faster on GPU)")
-    g = p.add_argument_group("run dir")
+    """`train`'s options: one per setting of the run's config (declared in
+    `vit_flowers.config`), then those of the process (where, how, which devices)."""
+    groups = {name: p.add_argument_group(name) for name in ("data", "model", "training", "run dir", "devices")}
+    add_settings(p, ModelConfig, TrainConfig, groups=groups)
+    groups["model"].add_argument(
+        "--preset", choices=sorted(PRESETS) + sorted(PRESET_ALIASES), default=None,
+        help="post: the source post's run exactly (b16 at 224 with imagenet21k+imagenet2012 weights, its head with "
+             "BatchNormalization momentum 0.99 and tanh gelu, Adam 1e-4, categorical cross-entropy, "
+             "ReduceLROnPlateau, flips/rotations/zooms, seed 123, the model summary); any option given as well "
+             "overrides it ('seed' is an old name)")
+    groups["training"].add_argument("--no-deterministic", action="store_true",
+                                    help="allow non-deterministic TensorFlow ops (faster on GPU)")
+    g = groups["run dir"]
     g.add_argument("--out", type=Path, required=True, help="run dir to write (config.json, weights, history)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last finished epoch (with a larger --epochs, train "
@@ -255,12 +174,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stream", action="store_true",
                    help="decode the lists batch by batch instead of loading them into memory first "
                         "(for lists larger than memory; no --mixup, no --strict)")
-    g = p.add_argument_group("devices")
-    g.add_argument("--strategy", default="auto", choices=STRATEGIES,
-                   help="auto: mirrored with several GPUs, multihost when a cluster is configured, else default")
-    g.add_argument("--mixed-precision", action="store_true",
-                   help="float16 on GPU, bfloat16 on CPU; the last Dense and softmax stay float32")
-    g.add_argument("--scale-lr", action="store_true", help="multiply the learning rate by the number of replicas")
+    g = groups["devices"]
     g.add_argument("--coordinator", default=os.environ.get("VIT_FLOWERS_COORDINATOR"),
                    help="multihost: coordinator address HOST:PORT (env VIT_FLOWERS_COORDINATOR)")
     g.add_argument("--num-processes", type=int, default=_env_int("VIT_FLOWERS_NUM_PROCESSES"),
@@ -300,15 +214,11 @@ def _class_names(arg: str, train_list: Path | None) -> list[str]:
 
 def default_weights(arch: str) -> str:
     """The post's pretrained weights for vit_keras' ViTs, none for the from-scratch configs."""
-    from .model import ARCHITECTURES
-
     return PRETRAINED_BY_DEFAULT if ARCHITECTURES[arch].pretrained else "none"
 
 
 def resolve_weights(value: str | None, arch: str) -> str:
     """--weights as the config keeps it: a pretrained name, none, or an absolute .npz path."""
-    from .model import PRETRAINED_WEIGHTS
-
     if value is None:
         return default_weights(arch)
     if value == "none" or value in PRETRAINED_WEIGHTS:
@@ -339,27 +249,21 @@ def option_value(dest: str, args: argparse.Namespace) -> Any:
 
 def build_run_config(args: argparse.Namespace):
     """Turn train options into a RunConfig (reads the training list for the class names)."""
-    from .config import RunConfig, TrainConfig, check_train_config
+    from .config import RunConfig, check_train_config
     from .model import model_config
 
     if args.train_list is None:
         raise BadInputError("--train-list is required (or --resume in a run dir that holds a run)")
-    overrides = {k: getattr(args, k) for k in ("patch_size", "hidden_size", "num_layers", "num_heads",
-                                                "mlp_dim", "dropout", "stem", "head_bn_momentum", "head_gelu")
-                 if getattr(args, k) is not None}
+    # the model options given override the architecture's values; these four are resolved here
+    overrides = values_from(ModelConfig, args)
+    for name in ("arch", "image_size", "class_names", "weights"):
+        overrides.pop(name, None)
     size = option_value("image_size", args) if args.image_size else None
     weights = resolve_weights(args.weights, args.model)
     mcfg = model_config(args.model, _class_names(args.class_names, args.train_list), size, weights, **overrides)
-    tcfg = check_train_config(TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        optimizer=args.optimizer, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-        augment=option_value("augment", args), load_size=args.load_size, mixup_alpha=args.mixup,
-        patience=args.patience, seed=args.seed, strategy=args.strategy, mixed_precision=args.mixed_precision,
-        scale_lr=args.scale_lr, train_list=option_value("train_list", args), val_list=option_value("val_list", args),
-        cutmix=args.cutmix, ema_momentum=args.ema, rand_augment=args.rand_augment, rand_strength=args.rand_strength,
-    ), "train options")
-    return RunConfig(model=mcfg, train=tcfg)
+    train = values_from(TrainConfig, args, convert={name: lambda value, dest=OPTION_DESTS[name]: option_value(dest, args)
+                                                    for name in ("augment", "train_list", "val_list")})
+    return RunConfig(model=mcfg, train=check_train_config(TrainConfig(**train), "train options"))
 
 
 def check_resume_options(saved, args: argparse.Namespace, given: set[str], config_path: Path) -> None:
@@ -371,7 +275,7 @@ def check_resume_options(saved, args: argparse.Namespace, given: set[str], confi
             continue
         saved_value = getattr(getattr(saved, section), name)
         if value != saved_value:
-            option = "--" + dest.replace("_", "-")
+            option = OPTION_FLAGS[dest]
             raise BadInputError(
                 f"{option} {value} contradicts the run being resumed ({config_path} has {section}.{name} = "
                 f"{saved_value!r}); leave {option} out to resume, or start a new run with --overwrite"
@@ -482,7 +386,7 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
     """The options of predict's report.html."""
-    from .report_attention import AUTO, OPTION_HELP, parse_attention_option
+    from .choices import AUTO, OPTION_HELP, parse_attention_option
 
     g = p.add_argument_group("report page")
     g.add_argument("--no-report", action="store_true",
@@ -534,8 +438,7 @@ def run_predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- plot
 def add_plot_args(p: argparse.ArgumentParser) -> None:
     """Options of `vit-flowers plot`."""
-    from .attention import HEAD_FUSIONS, NORMALIZATIONS
-    from .comparison import ONLY, PREDICTED
+    from .choices import HEAD_FUSIONS, NORMALIZATIONS, ONLY, PREDICTED
 
     add_input_args(p, several_runs=True)
     p.add_argument("--out", type=Path, required=True, help="output dir for the figures")
@@ -640,7 +543,7 @@ def run_import(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- export
 def add_export_args(p: argparse.ArgumentParser) -> None:
     """Options of `vit-flowers export`."""
-    from .export import FORMATS
+    from .choices import EXPORT_FORMATS as FORMATS
     from .model import DEFAULT_MODEL_DIR
 
     p.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",

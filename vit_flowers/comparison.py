@@ -29,15 +29,14 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .choices import ONLY, PREDICTED
 from .errors import BadInputError
 from .outputs import REPORT_FILE, SKIPPED_FILE
 
 if TYPE_CHECKING:
     from .attention import AttentionExplainer, AttentionMaps, AttentionSummary
 
-ONLY = ("all", "correct", "wrong")
 MAX_RUNS = 2
-PREDICTED = "predicted"
 DISPLAY_MIN = 192  # images smaller than this are shown enlarged, the mask drawn at that size
 PER_HEAD_IMAGES = 4
 GRID_FILE = "attention_grid.png"

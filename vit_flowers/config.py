@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .options import check_settings, setting
 
 FORMAT_VERSION = 1
 DEFAULT_CLASS_NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -33,29 +34,92 @@ AUGMENTATIONS = ("none", "basic", "strong", "crop", "resized-crop")
 AUGMENTATION_ALIASES = {"seed": "basic"}
 STRATEGIES = ("auto", "default", "mirrored", "multihost")
 
-@dataclass
-class ModelConfig:
-    """The ViT backbone and the post's head, resolved to plain numbers."""
+MAX_IMAGE_SIDE = 4096
+MAX_TOKENS = 16384  # attention memory grows with the square of the token count
+PRETRAINED_WEIGHTS = ("imagenet21k+imagenet2012", "imagenet21k")
+PRETRAINED_BY_DEFAULT = "imagenet21k+imagenet2012"  # the post's
 
-    arch: str
-    image_size: list[int]  # [height, width]
+
+@dataclass(frozen=True)
+class Architecture:
+    """A ViT shape; `pretrained` names vit_keras' weight file prefix, if any."""
+
     patch_size: int
     hidden_size: int
     num_layers: int
     num_heads: int
     mlp_dim: int
     dropout: float
-    class_names: list[str]
-    representation_size: Optional[int] = None
-    head_units: int = 21
+    image_size: int
+    pretrained: Optional[str] = None
+
+
+# B and L are vit_keras' CONFIG_B and CONFIG_L (a test holds them equal; they
+# are not imported from vit_keras here because that imports TensorFlow)
+_BASE = dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072, dropout=0.1)
+_LARGE = dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096, dropout=0.1)
+ARCHITECTURES: dict[str, Architecture] = {
+    "b16": Architecture(patch_size=16, image_size=224, pretrained="B_16", **_BASE),
+    "b32": Architecture(patch_size=32, image_size=224, pretrained="B_32", **_BASE),
+    "l16": Architecture(patch_size=16, image_size=384, pretrained="L_16", **_LARGE),
+    "l32": Architecture(patch_size=32, image_size=384, pretrained="L_32", **_LARGE),
+    "tiny": Architecture(patch_size=8, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128, dropout=0.0,
+                         image_size=48),
+    "small": Architecture(patch_size=8, hidden_size=128, num_layers=6, num_heads=4, mlp_dim=256, dropout=0.1,
+                          image_size=64),
+}
+
+
+def _override(what: str, low: int, high: int) -> dict:
+    """A model option that overrides the architecture's value when given."""
+    return dict(help=f"override the architecture's {what}", low=low, high=high, group="model", option_default=None)
+
+
+@dataclass
+class ModelConfig:
+    """The ViT backbone and the post's head, resolved to plain numbers.
+
+    Each field declares its setting (`vit_flowers.options`): help, flag,
+    range or choices. A model option left out takes its architecture's value.
+    """
+
+    arch: str = setting(help="ViT architecture: b16/b32/l16/l32 as vit_keras, tiny/small from scratch for a CPU",
+                        flag="--model", choices=tuple(sorted(ARCHITECTURES)), group="model", option_default="tiny")
+    image_size: list[int] = setting(help="input side (or HEIGHT WIDTH); default: the architecture's own",
+                                    metavar="PX", low=1, high=MAX_IMAGE_SIDE, group="model", option_default=None)
+    patch_size: int = setting(**_override("patch size", 1, 1024))
+    hidden_size: int = setting(**_override("hidden size", 1, 8192))
+    num_layers: int = setting(**_override("number of layers", 1, 256))
+    num_heads: int = setting(**_override("number of heads", 1, 1024))
+    mlp_dim: int = setting(**_override("MLP width", 1, 65536))
+    dropout: float = setting(help="override the architecture's dropout", share="dropout", group="model",
+                             option_default=None)
+    class_names: list[str] = setting(help="comma-separated class names in label order, or 'auto' for the sorted "
+                                          "type_dir values of the training list", group="data", option_type=str,
+                                     option_default="auto")
+    # vit_keras' pre-logits layer (the imagenet21k-only weights have one)
+    representation_size: Optional[int] = setting(None, help="pre-logits width", flag="", low=1, high=8192)
+    head_units: int = setting(21, help="units of the head's hidden Dense (the post's 21)", flag="", low=1,
+                              high=65536)
     # Keras' default 0.99 needs hundreds of steps to forget the initial
     # statistics; on small data sets inference then lags training badly
-    head_bn_momentum: float = 0.9
-    weights: str = "none"
+    head_bn_momentum: float = setting(
+        0.9, help="momentum of the head's two BatchNormalization layers (default 0.9: Keras' 0.99 needs hundreds "
+                  "of steps to forget its initial statistics; the post used 0.99)",
+        share="a batch-norm momentum", group="model", option_default=None)
+    weights: str = setting(
+        "none", help=f"backbone weights: {', '.join(PRETRAINED_WEIGHTS)}, none, or a path to a .npz; default: "
+                     f"{PRETRAINED_BY_DEFAULT} for b16/b32/l16/l32 (the post's fine-tune), none for tiny/small",
+        group="model", option_default=None)
     # "patch": vit_keras' patchify Conv2D (kernel = stride = patch size);
     # "conv": a stack of 3x3 stride-2 convolutions with the same total stride
-    stem: str = "patch"
-    head_gelu: str = "exact"
+    stem: str = setting("patch", help="patch (default): vit_keras' patch embedding; conv: 3x3 stride-2 convolutions "
+                                      "to the same token grid (patch size a power of two; helps from-scratch "
+                                      "training on small data sets)",
+                        choices=STEMS, group="model", option_default=None)
+    head_gelu: str = setting("exact", help="the head's gelu: exact (Keras' own, default) or tanh (the approximation "
+                                           "that tensorflow-addons' gelu, which the post used, computes by default)",
+                             choices=HEAD_GELUS, group="model", option_default=None)
 
     @property
     def num_classes(self) -> int:
@@ -69,81 +133,82 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """How a model was trained; every field is a `train` command option."""
+    """How a model was trained; each field declares its `train` option
+    (`vit_flowers.options`): help, flag, range or choices."""
 
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    lr_schedule: str = "plateau"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    augment: str = "basic"
+    epochs: int = setting(10, help="maximum number of epochs (a larger one with --resume trains a finished run on)", low=1, high=100_000, defines_run=False)
+    batch_size: int = setting(32, help="images per batch on each replica", low=1, high=65536)
+    learning_rate: float = setting(1e-4, help="peak learning rate (the post's Adam 1e-4)", low=1e-12, high=10.0)
+    optimizer: str = setting("adam", help="optimizer", choices=OPTIMIZERS)
+    weight_decay: float = setting(0.0, help="decoupled weight decay for adamw", low=0.0, high=10.0)
+    lr_schedule: str = setting("plateau", help="plateau: ReduceLROnPlateau; cosine: warm-up then cosine decay; "
+                                               "constant", choices=LR_SCHEDULES)
+    # at most the number of epochs (checked in `check_train_config`)
+    warmup_epochs: float = setting(0.0, help="linear warm-up length for the cosine schedule")
+    label_smoothing: float = setting(0.0, help="label smoothing of the cross-entropy", share="label smoothing")
+    augment: str = setting(
+        "basic", help="basic: flips, small rotations and zooms as the post ('seed' is its old name); strong: also "
+                      "translation, contrast; crop: zoom, shifts and colour jitter; resized-crop: random resized "
+                      "crops (from images decoded at --load-size), flips, colour jitter, for real photos; every draw "
+                      "is seeded by the example's place in the stream, so a resumed run draws the same",
+        choices=AUGMENTATIONS, aliases=tuple(AUGMENTATION_ALIASES))
     # side (height) the training images are decoded at before `resized-crop`
     # cuts crops of the model's input from them; 0: the model's input size
-    load_size: int = 0
-    mixup_alpha: float = 0.0
+    load_size: int = setting(0, help="decode training images this high (0: the model's input) so that --augment "
+                                     "resized-crop cuts detailed crops from them; for example 96 for a 64 px model",
+                             metavar="PX", low=0, high=MAX_IMAGE_SIDE)
+    mixup_alpha: float = setting(0.0, help="MixUp Beta alpha (0 disables)", flag="--mixup", low=0.0, high=100.0)
     # CutMix: the share of examples that get a box pasted from another example
     # (the labels mixed by area); 0: none
-    cutmix: float = 0.0
+    cutmix: float = setting(0.0, help="CutMix: the share of training examples (0-1) that get a box of another "
+                                      "example pasted in, of a uniform share of the area, the labels mixed by area "
+                                      "(0 disables; not with --mixup)",
+                            metavar="SHARE", low=0.0, high=1.0, note=" (the share of examples cut and mixed)")
     # RandAugment-style operations per training image after the augmentation
     # (0: none), each at rand_strength (0..1 of its range)
-    rand_augment: int = 0
-    rand_strength: float = 0.5
+    rand_augment: int = setting(0, help="RandAugment-style: N operations per training image after --augment, each "
+                                        "drawn from rotate, shear, translate, brightness, contrast, colour, "
+                                        "sharpness, posterize, autocontrast and identity (0 disables; no hue "
+                                        "change, the flowers' colour is kept)", metavar="N", low=0, high=16)
+    rand_strength: float = setting(0.5, help="strength of every --rand-augment operation, 0-1 of its range (1: "
+                                             "rotations of 30 degrees, shears of 0.3, shifts of 30%, factors "
+                                             "1+-0.9, 4 bits left)", metavar="S", low=0.0, high=1.0)
     # momentum of the moving average of the weights (Keras' optimizer EMA) that
     # validation sees and the run keeps; 0: the raw weights
-    ema_momentum: float = 0.0
-    patience: int = 5
-    seed: int = 123
-    strategy: str = "default"
-    mixed_precision: bool = False
-    scale_lr: bool = False
-    train_list: str = ""
-    val_list: str = ""
+    ema_momentum: float = setting(0.0, help="keep a moving average of the weights with this momentum per step (for "
+                                            "example 0.999); validation, the best epoch and the saved weights use "
+                                            "the average (0: the raw weights)",
+                                  flag="--ema", metavar="MOMENTUM", share="an EMA momentum")
+    patience: int = setting(5, help="epochs without improvement before early stopping", low=0, high=1_000_000)
+    seed: int = setting(123, help="random seed (the post's 123)", low=0, high=2**32 - 1)
+    strategy: str = setting("default", help="auto: mirrored with several GPUs, multihost when a cluster is "
+                                            "configured, else default",
+                            choices=STRATEGIES, group="devices", option_default="auto", defines_run=False)
+    mixed_precision: bool = setting(False, help="float16 on GPU, bfloat16 on CPU; the last Dense and softmax stay "
+                                                "float32", group="devices")
+    scale_lr: bool = setting(False, help="multiply the learning rate by the number of replicas", group="devices")
+    train_list: str = setting("", help="training list CSV (base_path,type_dir,file_name)", group="data",
+                              option_type=Path, option_default=None)
+    val_list: str = setting("", help="validation list CSV (prepare's validation_files.csv, never the test list); "
+                                     "early stopping and the best epoch use it",
+                            group="data", option_type=Path, option_default=None)
 
 
-# Every number a config may hold, with the range it must lie in: (low, high).
-# Beyond them a model cannot be built or trained sensibly, or would take this
-# package's machines for hours (a million layers) before failing.
-MAX_IMAGE_SIDE = 4096
-MAX_TOKENS = 16384  # attention memory grows with the square of the token count
-MODEL_RANGES: dict[str, tuple[float, float]] = {
-    "patch_size": (1, 1024),
-    "hidden_size": (1, 8192),
-    "num_layers": (1, 256),
-    "num_heads": (1, 1024),
-    "mlp_dim": (1, 65536),
-    "head_units": (1, 65536),
-    "representation_size": (1, 8192),
+# --preset post: the source post's run (vit_b16 at 224 with ImageNet-21k+2012 weights, its head with Keras'
+# BatchNormalization default momentum and tensorflow-addons' tanh-approximated gelu, Adam 1e-4, categorical
+# cross-entropy, ReduceLROnPlateau, its ImageDataGenerator's flips, rotations and zooms, seed 123, the model
+# summary), as `train` option values; every option given on the command line still wins
+PRESETS: dict[str, dict[str, Any]] = {
+    "post": {"model": "b16", "image_size": [224], "weights": PRETRAINED_BY_DEFAULT, "head_bn_momentum": 0.99,
+             "head_gelu": "tanh", "optimizer": "adam", "learning_rate": 1e-4, "lr_schedule": "plateau",
+             "label_smoothing": 0.0, "augment": "basic", "seed": 123, "summary": True},
 }
-TRAIN_RANGES: dict[str, tuple[float, float]] = {
-    "epochs": (1, 100_000),
-    "batch_size": (1, 65536),
-    "weight_decay": (0.0, 10.0),
-    "mixup_alpha": (0.0, 100.0),
-    "patience": (0, 1_000_000),
-    "seed": (0, 2**32 - 1),
-    "load_size": (0, MAX_IMAGE_SIDE),
-    "rand_augment": (0, 16),
-    "rand_strength": (0.0, 1.0),
-}
+PRESET_ALIASES = {"seed": "post"}  # the package's first name for the post's things
 
 
 def _in_range(where: str, value: float, low: float, high: float, why: str = "") -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
         raise ConfigError(f"{where} is {value!r}; it must be between {low} and {high}{why}")
-
-
-def _below_one(where: str, value: float, what: str) -> None:
-    """A share in [0, 1): dropout, momentum, label smoothing."""
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise ConfigError(f"{where} is {value!r}; {what} must be at least 0 and below 1")
-
-
-def _choice(where: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{where} is {value!r}; choose one of {', '.join(choices)}")
 
 
 def estimate_parameters(cfg: ModelConfig) -> int:
@@ -187,12 +252,7 @@ def check_model_config(cfg: ModelConfig, where: str = "model") -> ModelConfig:
     """Every field of `cfg` in its range, with the reason when it is not."""
     if len(cfg.image_size) != 2:
         raise ConfigError(f"{where}.image_size must be [height, width], got {cfg.image_size}")
-    for side in cfg.image_size:
-        _in_range(f"{where}.image_size", side, 1, MAX_IMAGE_SIDE)
-    for name, (low, high) in MODEL_RANGES.items():
-        value = getattr(cfg, name)
-        if value is not None:
-            _in_range(f"{where}.{name}", value, low, high)
+    check_settings(cfg, where)
     height, width = cfg.image_size
     if height % cfg.patch_size or width % cfg.patch_size:
         raise ConfigError(f"{where}: image size {cfg.image_size} is not a multiple of the patch size {cfg.patch_size}")
@@ -203,10 +263,6 @@ def check_model_config(cfg: ModelConfig, where: str = "model") -> ModelConfig:
     if cfg.hidden_size % cfg.num_heads:
         raise ConfigError(f"{where}.num_heads is {cfg.num_heads}, which does not divide "
                           f"hidden_size {cfg.hidden_size}: each head gets hidden_size / num_heads channels")
-    _below_one(f"{where}.dropout", cfg.dropout, "dropout")
-    _below_one(f"{where}.head_bn_momentum", cfg.head_bn_momentum, "a batch-norm momentum")
-    _choice(f"{where}.stem", cfg.stem, STEMS)
-    _choice(f"{where}.head_gelu", cfg.head_gelu, HEAD_GELUS)
     if len(cfg.class_names) < 2:
         raise ConfigError(f"{where}.class_names needs at least two classes, got {cfg.class_names}")
     if len(set(cfg.class_names)) != len(cfg.class_names):
@@ -222,19 +278,10 @@ def check_model_config(cfg: ModelConfig, where: str = "model") -> ModelConfig:
 def check_train_config(cfg: TrainConfig, where: str = "train") -> TrainConfig:
     """Every field of `cfg` in its range or among its choices."""
     cfg.augment = AUGMENTATION_ALIASES.get(cfg.augment, cfg.augment)
-    for name, (low, high) in TRAIN_RANGES.items():
-        _in_range(f"{where}.{name}", getattr(cfg, name), low, high)
-    _in_range(f"{where}.learning_rate", cfg.learning_rate, 1e-12, 10.0)
+    check_settings(cfg, where)
     _in_range(f"{where}.warmup_epochs", cfg.warmup_epochs, 0.0, cfg.epochs, " (the number of epochs)")
-    _below_one(f"{where}.label_smoothing", cfg.label_smoothing, "label smoothing")
-    _in_range(f"{where}.cutmix", cfg.cutmix, 0.0, 1.0, " (the share of examples cut and mixed)")
     if cfg.cutmix > 0 and cfg.mixup_alpha > 0:
         raise ConfigError(f"{where}: cutmix {cfg.cutmix} and mixup_alpha {cfg.mixup_alpha}: choose one of the two")
-    _below_one(f"{where}.ema_momentum", cfg.ema_momentum, "an EMA momentum")
-    _choice(f"{where}.optimizer", cfg.optimizer, OPTIMIZERS)
-    _choice(f"{where}.lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
-    _choice(f"{where}.augment", cfg.augment, AUGMENTATIONS)
-    _choice(f"{where}.strategy", cfg.strategy, STRATEGIES)
     return cfg
 
 

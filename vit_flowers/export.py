@@ -41,10 +41,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .choices import EXPORT_FORMATS
 from .errors import BadInputError
 from .outputs import move_into_place
 
-FORMATS = ("savedmodel", "tflite", "onnx")
+FORMATS = EXPORT_FORMATS
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
 TFLITE_INT8_FILE = "model_int8.tflite"

@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
-from .config import STEMS, ModelConfig, RunConfig, check_model_config, replace_checked
+from .config import (ARCHITECTURES, PRETRAINED_WEIGHTS, STEMS, Architecture, ModelConfig, RunConfig,  # noqa: F401
+                     check_model_config, replace_checked)
 from .errors import ConfigError, WeightsUnavailableError
 from .resources import default_model_dir
 
@@ -30,38 +30,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 # the shipped model, wherever the package is installed (see `resources`)
 DEFAULT_MODEL_DIR = default_model_dir()
-PRETRAINED_WEIGHTS = ("imagenet21k+imagenet2012", "imagenet21k")
 PRETRAINED_URL = "https://github.com/faustomorales/vit-keras/releases/download/dl/ViT-{size}_{weights}.npz"
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A ViT shape; `pretrained` names vit_keras' weight file prefix, if any."""
-
-    patch_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    mlp_dim: int
-    dropout: float
-    image_size: int
-    pretrained: Optional[str] = None
-
-
-# B and L are vit_keras' CONFIG_B and CONFIG_L (a test holds them equal; they
-# are not imported from vit_keras here because that imports TensorFlow)
-_BASE = dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072, dropout=0.1)
-_LARGE = dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096, dropout=0.1)
-ARCHITECTURES: dict[str, Architecture] = {
-    "b16": Architecture(patch_size=16, image_size=224, pretrained="B_16", **_BASE),
-    "b32": Architecture(patch_size=32, image_size=224, pretrained="B_32", **_BASE),
-    "l16": Architecture(patch_size=16, image_size=384, pretrained="L_16", **_LARGE),
-    "l32": Architecture(patch_size=32, image_size=384, pretrained="L_32", **_LARGE),
-    "tiny": Architecture(patch_size=8, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128, dropout=0.0,
-                         image_size=48),
-    "small": Architecture(patch_size=8, hidden_size=128, num_layers=6, num_heads=4, mlp_dim=256, dropout=0.1,
-                          image_size=64),
-}
 
 
 def model_config(

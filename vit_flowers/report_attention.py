@@ -24,33 +24,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .choices import ALL, AUTO, DEFAULT_SHARE, NONE, OPTION_HELP, parse_attention_option  # noqa: F401
 from .errors import BadInputError
 from .report import LARGE_SIZE, AttentionImages, AttentionSet, SpilledImages, encode_jpeg, probability_columns
-
-DEFAULT_SHARE = 0.12
-AUTO, ALL, NONE = "auto", "all", "none"
-OPTION_HELP = (f"which predictions get an attention overlay on report.html: {AUTO} (every wrong one, then the "
-               f"least confident, up to {DEFAULT_SHARE:.0%} of the predictions: at most about a fifth more "
-               f"time on ViT-B/16), {ALL}, {NONE}, or a number of images")
-
-
-def parse_attention_option(value: str | int) -> int | str:
-    """'auto', 'all', 'none' or a count >= 0; argparse shows the message of a bad value."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"expected a number of images >= 0, got {value}")
-        return int(value)
-    text = str(value).strip().lower()
-    if text in (AUTO, ALL, NONE):
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {AUTO}, {ALL}, {NONE} or a number of images, got {value!r}") from None
-    if count < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of images >= 0, got {value!r}")
-    return count
-
 
 def attention_budget(option: int | str, rows: int) -> int:
     """How many of `rows` predictions get attention under `option`."""

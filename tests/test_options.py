@@ -1,0 +1,99 @@
+"""Each setting is declared once, as a field of the config dataclasses
+(`vit_flowers.options`), and everything else is derived from it: the
+parser's options, the range checks of the command line and of config.json,
+the --resume agreement check. Building the parser starts nothing heavy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from vit_flowers import cli
+from vit_flowers.config import ModelConfig, RunConfig, TrainConfig
+from vit_flowers.errors import ConfigError
+from vit_flowers.options import dest_of, flag_of, settings_of
+
+from conftest import REPO
+
+SETTINGS = [(cls, f, s) for cls in (ModelConfig, TrainConfig) for f, s in settings_of(cls)]
+RANGED = [(cls, f, s) for cls, f, s in SETTINGS if flag_of(f) and s.low is not None]
+
+
+def parse_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        cli.command_parser("train").parse_args(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_building_every_parser_imports_nothing_heavy():
+    """Every bad option is refused before TensorFlow, Keras, OpenCV or pandas load."""
+    code = ("import sys; from vit_flowers import cli; cli.build_parser(); "
+            "[cli.command_parser(c) for c in cli.COMMANDS]; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'cv2', 'pandas', 'vit_keras', 'matplotlib') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_every_train_setting_is_an_option_with_its_help_and_default():
+    parser = cli.command_parser("train")
+    actions = {o: a for a in parser._actions for o in a.option_strings}
+    for cls, f, s in SETTINGS:
+        flag = flag_of(f)
+        if not flag:
+            continue
+        action = actions[flag]
+        assert action.dest == dest_of(f) and action.help.replace("%%", "%") == s.help
+        if s.choices:
+            assert set(s.choices) <= set(action.choices)
+
+
+@pytest.mark.parametrize("cls,f,s", RANGED, ids=[f.name for _, f, _ in RANGED])
+def test_a_number_out_of_its_declared_range_is_refused_on_the_command_line_and_in_config_json(cls, f, s, capsys,
+                                                                                              tmp_path):
+    below = s.low - 1
+    value = str(int(below)) if isinstance(s.low, int) else str(below)
+    err = parse_error([flag_of(f), value, "--out", "x"], capsys)
+    assert err.count("\n") == 1 and f"argument {flag_of(f)}: must be between {s.low} and {s.high}" in err
+    config = RunConfig(model=ModelConfig(arch="tiny", image_size=[32, 32], patch_size=8, hidden_size=32,
+                                         num_layers=1, num_heads=2, mlp_dim=32, dropout=0.0,
+                                         class_names=["a", "b"]))
+    data = config.to_dict()
+    section = "model" if cls is ModelConfig else "train"
+    data[section][f.name] = [below, below] if f.name == "image_size" else below
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=rf"{section}\.{f.name} is {re.escape(str(below))}.*between {s.low} and"):
+        RunConfig.load(path)
+
+
+def test_the_options_that_define_a_run_are_the_declared_ones():
+    """--resume checks every setting given that defines the run, and nothing else."""
+    declared = {dest_of(f): ("model" if cls is ModelConfig else "train", f.name)
+                for cls, f, s in SETTINGS if flag_of(f) and s.defines_run}
+    assert cli.RUN_OPTIONS == declared
+    assert {"model", "ema", "mixup"} <= set(cli.RUN_OPTIONS) and "epochs" not in cli.RUN_OPTIONS
+
+
+def test_the_config_a_command_line_builds_holds_every_train_setting_given(synthetic_data):
+    """Each train setting given on the command line reaches TrainConfig (no hand-written copy to forget)."""
+    given = {"--epochs": "7", "--batch-size": "8", "--learning-rate": "0.002", "--optimizer": "adamw",
+             "--weight-decay": "0.01", "--lr-schedule": "cosine", "--warmup-epochs": "1", "--label-smoothing": "0.1",
+             "--augment": "strong", "--load-size": "40", "--cutmix": "0.5", "--rand-augment": "2",
+             "--rand-strength": "0.3", "--ema": "0.9", "--patience": "3", "--seed": "9", "--strategy": "mirrored"}
+    argv = [x for pair in given.items() for x in pair] + ["--mixed-precision", "--scale-lr",
+                                                        "--train-list", str(synthetic_data / "training_files.csv"),
+                                                        "--out", "x"]
+    train = cli.build_run_config(cli.command_parser("train").parse_args(argv)).train
+    defaults = TrainConfig()
+    for f, _ in settings_of(TrainConfig):
+        if flag_of(f) in given:
+            assert getattr(train, f.name) != getattr(defaults, f.name), f.name
+    assert (train.mixed_precision, train.scale_lr) == (True, True)
+    assert dataclasses.asdict(train)["train_list"].endswith("training_files.csv")

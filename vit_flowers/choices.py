@@ -1,0 +1,44 @@
+"""The values the command options allow, in a module that imports nothing
+heavy: building the command-line parser starts no TensorFlow, OpenCV or
+pandas, so a bad option is refused at once. The modules that act on these
+values (attention, comparison, export, report_attention) import them from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import numbers
+
+# attention rollout (vit_flowers.attention)
+HEAD_FUSIONS = ("mean", "max", "min")
+NORMALIZATIONS = ("matrix", "row")
+# the attention comparison (vit_flowers.comparison)
+ONLY = ("all", "correct", "wrong")
+PREDICTED = "predicted"  # --class predicted: each image's predicted class
+# export (vit_flowers.export)
+EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
+
+# which predictions get attention on predict's report page (vit_flowers.report_attention)
+DEFAULT_SHARE = 0.12
+AUTO, ALL, NONE = "auto", "all", "none"
+OPTION_HELP = (f"which predictions get an attention overlay on report.html: {AUTO} (every wrong one, then the "
+               f"least confident, up to {DEFAULT_SHARE:.0%} of the predictions: at most about a fifth more "
+               f"time on ViT-B/16), {ALL}, {NONE}, or a number of images")
+
+
+def parse_attention_option(value: str | int) -> int | str:
+    """'auto', 'all', 'none' or a count >= 0; argparse shows the message of a bad value."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"expected a number of images >= 0, got {value}")
+        return int(value)
+    text = str(value).strip().lower()
+    if text in (AUTO, ALL, NONE):
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {AUTO}, {ALL}, {NONE} or a number of images, got {value!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of images >= 0, got {value!r}")
+    return count
