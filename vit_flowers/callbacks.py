@@ -24,7 +24,7 @@ from typing import Optional
 from . import atomic
 from .config import TrainConfig
 from .interrupt import raise_if_interrupted
-from .rundir import HISTORY_FILE, EpochState, RunState, backup_dir, epoch_weights_name, write_state
+from .rundir import HISTORY_FILE, LOGS_DIR, EpochState, RunState, backup_dir, epoch_weights_name, write_state
 
 EARLY_STOPPING_STATE = ("wait", "best", "best_epoch", "stopped_epoch")
 PLATEAU_STATE = ("wait", "best", "cooldown_counter")
@@ -211,7 +211,7 @@ def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, keep_previous
     """The run's callbacks, in the order they must run at each epoch end:
     the pending Ctrl-C check, the rate logger, EarlyStopping and ReduceLROnPlateau (their decisions; with
     `ema_momentum`, between the two callbacks that swap the average in and out),
-    CSVLogger (history.csv), then the backup that commits the epoch. A kill
+    CSVLogger (history.csv), TensorBoard (RUN/logs/), then the backup that commits the epoch. A kill
     between the log and the backup repeats no epoch: a resumed run cuts the
     history back to the committed state."""
     import keras
@@ -232,9 +232,9 @@ def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, keep_previous
         callbacks.append(plateau)
     if average_out is not None:
         callbacks.append(average_out)
-    callbacks += [
-        keras.callbacks.CSVLogger(str(Path(run_dir) / HISTORY_FILE), append=True),
-        make_backup(run_dir, early_stopping, plateau, keep_previous, resumed, best_weights),
-    ]
+    callbacks.append(keras.callbacks.CSVLogger(str(Path(run_dir) / HISTORY_FILE), append=True))
+    if cfg.tensorboard:  # the same numbers as history.csv; a resumed run's epochs go on in the same log
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(run_dir) / LOGS_DIR)))
+    callbacks.append(make_backup(run_dir, early_stopping, plateau, keep_previous, resumed, best_weights))
     return callbacks
 

@@ -192,6 +192,9 @@ class TrainConfig:
     val_list: str = setting("", help="validation list CSV (prepare's validation_files.csv, never the test list); "
                                      "early stopping and the best epoch use it",
                             group="data", option_type=Path, option_default=None)
+    tensorboard: bool = setting(True, help="do not write RUN/logs/, the TensorBoard log of loss, accuracy, "
+                                           "validation metrics and learning rate per epoch (open it with "
+                                           "tensorboard --logdir RUN/logs)", flag="--no-tensorboard", group="run dir")
 
 
 # --preset post: the source post's run (vit_b16 at 224 with ImageNet-21k+2012 weights, its head with Keras'

@@ -38,7 +38,8 @@ CURVES_FILE = "training_curves.png"
 BACKUP_DIR = "backup"
 STATE_FILE = "state.json"
 # what a run writes; --overwrite removes them before a new run starts
-RUN_OUTPUTS = (WEIGHTS_FILE, HISTORY_FILE, CURVES_FILE, SKIPPED_FILE, REPORT_FILE, BACKUP_DIR)
+LOGS_DIR = "logs"  # TensorBoard's (train/, validation/)
+RUN_OUTPUTS = (WEIGHTS_FILE, HISTORY_FILE, CURVES_FILE, SKIPPED_FILE, REPORT_FILE, BACKUP_DIR, LOGS_DIR)
 
 
 @dataclass
