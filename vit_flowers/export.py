@@ -342,7 +342,8 @@ def onnx_bytes(functions: ExportFunctions) -> bytes:
     spec = (tf.TensorSpec((None, *functions.size, 3), tf.uint8, name="images"),)
     try:
         import tf2onnx
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        from .compat import patch_tf2onnx
 
         with warnings.catch_warnings():  # its `np.object` alias warns under NumPy 2
             warnings.simplefilter("ignore", FutureWarning)

@@ -247,6 +247,22 @@ def _fused_block(block, x):
     return x + block.mlpblock(block.layernorm2(x), training=False)
 
 
+def layer_inputs(model) -> dict[str, list[str]]:
+    """Layer name -> the names of the layers whose outputs it takes, for a
+    functional model called once per layer; read from the model's public
+    config (`get_config`), not from Keras' private node attributes."""
+    inputs: dict[str, list[str]] = {}
+    for layer in model.get_config()["layers"]:
+        nodes = layer.get("inbound_nodes", [])
+        if len(nodes) > 1:
+            inputs[layer["name"]] = []  # a layer called twice: not a chain
+            continue
+        args = nodes[0]["args"] if nodes else []
+        inputs[layer["name"]] = [arg["config"]["keras_history"][0] for arg in args
+                                 if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__"]
+    return inputs
+
+
 def fused_attention_call(model):
     """`model(x, training=False)` for the package's classifier (or a bare
     vit_keras backbone) with the attention of every block computed by
@@ -267,10 +283,9 @@ def fused_attention_call(model):
         return None
     chain = [l for l in backbone.layers if l.__class__.__name__ != "InputLayer"]
     # a chain: each layer's single input is the previous layer's output
-    for prev, layer in zip(chain, chain[1:]):
-        nodes = getattr(layer, "_inbound_nodes", [])
-        if len(nodes) != 1 or [t._keras_history[0] for t in nodes[0].input_tensors] != [prev]:
-            return None
+    inputs = layer_inputs(backbone)
+    if any(inputs.get(layer.name) != [prev.name] for prev, layer in zip(chain, chain[1:])):
+        return None
 
     def call(x):
         for layer in chain:
