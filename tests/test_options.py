@@ -97,3 +97,24 @@ def test_the_config_a_command_line_builds_holds_every_train_setting_given(synthe
             assert getattr(train, f.name) != getattr(defaults, f.name), f.name
     assert (train.mixed_precision, train.scale_lr) == (True, True)
     assert dataclasses.asdict(train)["train_list"].endswith("training_files.csv")
+
+
+def documented_options(page: str, command: str) -> set[str]:
+    """The flags in the first column of the options table a page marks with
+    `<!-- options: COMMAND ... -->`."""
+    lines = (REPO / page).read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"<!-- options: {command} "))
+    flags: set[str] = set()
+    for line in lines[start + 3:]:
+        if not line.startswith("|"):
+            break
+        first = line.replace("\\|", "/").split("|")[1]
+        flags |= set(re.findall(r"--[a-z0-9][a-z0-9-]*", first))
+    return flags
+
+
+def test_the_train_options_table_lists_exactly_the_parsers_options():
+    """docs/commands.md's table of train options cannot miss an option nor keep one that is gone."""
+    parser = cli.command_parser("train")
+    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+    assert documented_options("docs/commands.md", "train") == flags - {"--help", "--verbose", "--debug"}

@@ -8,8 +8,8 @@ formatting, which crashed once on a `%` in a help text). This file checks:
 - every entry point's `--help` exits 0, quietly, without starting TensorFlow,
   and shows every option its parser declares; `--version` prints the
   versions on one line;
-- each row of README.md's failure table ("What happens when things go
-  wrong") that a small input reproduces in seconds: the exit code the README
+- each row of docs/reliability.md's failure table ("What happens when things go
+  wrong") that a small input reproduces in seconds: the exit code the table
   states, ONE stderr line `error: ...` naming what is wrong, no traceback,
   and what is on disk afterwards (nothing written, earlier files unchanged);
   the rows that need a long run are mapped to the test that covers them,
@@ -53,7 +53,8 @@ from vit_flowers.outputs import LOCK_FILE, MARKER_FILE
 
 from conftest import REPO
 
-README = REPO / "README.md"
+COMMANDS_PAGE = REPO / "docs" / "commands.md"  # "The commands": the exit codes
+FAILURES_PAGE = REPO / "docs" / "reliability.md"  # "What happens when things go wrong": the failure table
 SCRIPTS = REPO / "scripts"
 VIT_FLOWERS = Path(sys.executable).parent / "vit-flowers"  # the console script of this environment
 SHIPPED_RUN = REPO / "models" / "flowers-vit-small"
@@ -248,17 +249,17 @@ def test_version_prints_the_stack_on_one_line(entry, surface):
 
 
 # ---------------------------------------------------------------- the README's tables
-def readme_section(title: str) -> str:
-    """The text of one `## ` section of README.md."""
-    text = README.read_text(encoding="utf-8")
+def readme_section(title: str, page: Path) -> str:
+    """The text of one `## ` section of a documentation page."""
+    text = page.read_text(encoding="utf-8")
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start:end if end != -1 else len(text)]
 
 
 def failure_rows() -> list[str]:
-    """The first cell of each row of the README's failure table."""
-    lines = [line.strip() for line in readme_section("What happens when things go wrong").splitlines()]
+    """The first cell of each row of the failure table (docs/reliability.md)."""
+    lines = [line.strip() for line in readme_section("What happens when things go wrong", FAILURES_PAGE).splitlines()]
     table = [line for line in lines if line.startswith("|")]
     cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))] for line in table]
     assert cells[0] == ["case", "what you get", "test"], cells[0]
@@ -267,8 +268,8 @@ def failure_rows() -> list[str]:
 
 
 def test_the_readme_exit_codes_are_the_programs():
-    """"The commands" states 0 done, 1 failure, 2 bad input: the codes the program uses and its --help says."""
-    section = readme_section("The commands")
+    """"The commands" (docs/commands.md) states 0 done, 1 failure, 2 bad input: the codes the program uses and its --help says."""
+    section = readme_section("The commands", COMMANDS_PAGE)
     stated = {int(code): text.strip() for code, text in
               re.findall(r"\*\*(\d)\*\*\s+([^,(]+)", " ".join(section.split()))}
     assert stated == {EXIT_OK: "done", EXIT_FAILURE: "a failure of the program or the machine",
