@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow test-install browser bench bench-quick mutation clean
+.PHONY: demo test test-slow test-install check lint browser bench bench-quick mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,25 @@ browser:
 	  || echo "chromium not installed: the browser test will skip"; \
 	else echo "chromium not installed (needs root and apt-get): the browser test will skip"; fi
 
-test: $(VENV)/.dev-installed browser  ## the test suite (fast tests; slow ones with `make test-slow`)
+test: $(VENV)/.dev-installed browser lint  ## lint, then the test suite (fast tests; slow ones with `make test-slow`)
 	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev-installed  ## ruff (pyflakes, import order, pyupgrade, bugbear) on everything that is Python here
+	$(BIN)/ruff check vit_flowers tests tools benchmarks scripts
+
+# the quick tier for iteration: the unit tests of every module, stopping at the first failure (about 3 minutes
+# on 2 cores); `make test` stays the CI command
+CHECK_TESTS := filelists labels images decoders metrics options compat primer interrupt augment datasets loader \
+	attention predict model train report inputs
+CHECK_SKIP := test_plot_command_two_runs or test_plot_only_wrong_and_correct or test_plot_skips_bad_images \
+	or test_a_reloaded_run_predicts or test_conv_stem_gives or test_a_non_utf8_name_does_not
+CHECK_NODES := tests/test_export.py::test_parse_formats \
+	tests/test_export.py::test_a_failing_converter_is_one_clear_error_and_leaves_the_folder_alone \
+	tests/test_import_weights.py::test_files_that_are_not_the_posts_weights_are_refused \
+	tests/test_terminal.py::test_the_filter_drops_absl_lines_only
+check: $(VENV)/.dev-installed lint  ## the quick tier: every module's unit tests, first failure stops
+	$(BIN)/python -m pytest -q -x $(foreach t,$(CHECK_TESTS),tests/test_$(t).py) $(CHECK_NODES) \
+		-k "not ($(CHECK_SKIP))"
 
 test-slow: $(VENV)/.dev-installed browser
 	$(BIN)/python -m pytest -q -m slow

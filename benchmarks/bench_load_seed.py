@@ -86,8 +86,8 @@ def main(argv=None) -> int:
             seed_repeats = 3 if n <= 1000 or (n == headline and not args.quick) else 1
             if args.quick:
                 seed_repeats = 2
-            t = c.interleaved({"seed": lambda: seed(n), "project": lambda: project(n)}, seed_repeats)
-            t["project"] += c.repeat(lambda: project(n), max(0, 3 - seed_repeats))
+            t = c.interleaved({"seed": lambda n=n: seed(n), "project": lambda n=n: project(n)}, seed_repeats)
+            t["project"] += c.repeat(lambda n=n: project(n), max(0, 3 - seed_repeats))
             runs[n] = t
             print(f"N={n}: seed {c.median(t['seed']):.2f} s, project {c.median(t['project']):.2f} s", flush=True)
         head = runs[headline]

@@ -15,9 +15,8 @@ KEYS = ["tiny_train_img_s", "tiny_infer_img_s"]
 def main(argv=None) -> int:
     args = c.parser(__doc__.splitlines()[0]).parse_args(argv)
     c.quiet_tensorflow()
-    from bench_mfu import train_step_seconds
-
     import numpy as np
+    from bench_mfu import train_step_seconds
 
     from vit_flowers.config import TrainConfig
     from vit_flowers.model import build_classifier, model_config

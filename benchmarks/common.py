@@ -17,8 +17,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

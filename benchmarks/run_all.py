@@ -93,7 +93,7 @@ def table(merged: dict) -> str:
         "| figure | key | value | target | |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for script, title, keys in FIGURES:
+    for _script, title, keys in FIGURES:
         for key, op, target in keys:
             value = merged["results"].get(key)
             tgt = f"{op} {target}" if op else str(target)

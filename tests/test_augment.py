@@ -83,7 +83,7 @@ def test_a_resumed_stream_draws_the_same_augmentations_for_every_policy():
 
     images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3)).astype(np.uint8)
     for kind in ("basic", "strong", "crop"):
-        def batches(start_epoch):
+        def batches(start_epoch, kind=kind):
             ds = array_dataset(images, np.arange(6) % 3, 3, batch_size=4, training=True, augment=kind, seed=1,
                                start_epoch=start_epoch)
             return [np.asarray(x) for x, _ in ds.take(2)]

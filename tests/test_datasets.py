@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from awkward import make_awkward_folder
 from vit_flowers.config import AUGMENTATIONS
 from vit_flowers.datasets import array_dataset, file_dataset, mixup_pair, preprocess
-
-from awkward import make_awkward_folder
 
 
 def test_preprocess_equals_vit_keras():

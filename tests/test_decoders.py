@@ -11,8 +11,8 @@ marks in their corners, not mirrored or turned.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import CLASS_NAMES, REPO
 from vit_flowers import export as ex
 from vit_flowers.errors import BadInputError
-
-from conftest import CLASS_NAMES, REPO
 
 SIZE = (32, 32)  # the tiny run's input
 

@@ -26,9 +26,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vit_flowers import attention, cli, plots
-
 from conftest import CLASS_NAMES
+from vit_flowers import attention, cli, plots
 
 WRONG_RGB = np.array([int(plots.WRONG_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
 TITLE_POINTS = 9  # the grid's title font size

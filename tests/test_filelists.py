@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import CLASS_NAMES
 from vit_flowers.errors import BadInputError
 from vit_flowers.filelists import (
     COLUMNS,
@@ -20,8 +21,6 @@ from vit_flowers.filelists import (
     stratified_split,
     write_file_lists,
 )
-
-from conftest import CLASS_NAMES
 
 
 def make_tree(root, counts: dict[str, int]):

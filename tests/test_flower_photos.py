@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import CLASS_NAMES, REPO
 from vit_flowers import cli
 from vit_flowers.filelists import read_file_list, scan_class_folders, write_file_lists
 from vit_flowers.images import load_images
-
-from conftest import CLASS_NAMES, REPO
 
 
 def test_real_photos_split_load_and_predict(flower_photos, tiny_run, tmp_path):

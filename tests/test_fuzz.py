@@ -26,10 +26,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import CLASS_NAMES
 from vit_flowers import cli
 from vit_flowers.filelists import IMAGE_SUFFIXES
-
-from conftest import CLASS_NAMES
 
 EXAMPLES = int(os.environ.get("VIT_FLOWERS_FUZZ_EXAMPLES", "0"))
 # each example runs a command (a second or so), so the bounded run does not shrink a failure: it reports

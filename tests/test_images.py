@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_flowers.images import decode_image, load_images
-
 from awkward import BAD, GOOD, make_awkward_folder
+from vit_flowers.images import decode_image, load_images
 
 
 @pytest.fixture(scope="module")

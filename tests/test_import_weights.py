@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import CLASS_NAMES
 from vit_flowers import cli
 from vit_flowers.model import load_run
-
-from conftest import CLASS_NAMES
 
 SMALL = ["--model", "tiny", "--image-size", "32", "--num-layers", "2", "--hidden-size", "32", "--mlp-dim", "64",
          "--num-heads", "4"]

@@ -13,9 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vit_flowers import cli, images
-
 from conftest import REPO
+from vit_flowers import cli, images
 
 LATIN1 = b"caf\xe9.jpg"  # a name from an old archive: not UTF-8
 

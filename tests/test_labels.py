@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import CLASS_NAMES
 from vit_flowers.errors import BadInputError
 from vit_flowers.filelists import match_class, read_file_list
-
-from conftest import CLASS_NAMES
 
 ROSE_CLASSES = ["rose", "roses", "tulips"]
 

@@ -16,7 +16,13 @@ from PIL import Image
 
 from vit_flowers import images
 from vit_flowers.images import (
-    LoadedImages, UnreadableImage, _open_reason, decode_image, iter_image_chunks, load_images, read_image_bytes,
+    LoadedImages,
+    UnreadableImage,
+    _open_reason,
+    decode_image,
+    iter_image_chunks,
+    load_images,
+    read_image_bytes,
     write_skipped,
 )
 
@@ -160,7 +166,7 @@ def test_the_whole_file_is_read(tmp_path):
 class FakeBar:
     """Stands for Keras' progress bar: records the updates."""
 
-    made: list["FakeBar"] = []
+    made: list[FakeBar] = []
 
     def __init__(self, total):
         self.total, self.updates = total, []

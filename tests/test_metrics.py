@@ -16,9 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from vit_flowers.predict import compute_metrics
-
 from conftest import CLASS_NAMES
+from vit_flowers.predict import compute_metrics
 
 
 def table_of(true: list[str], pred: list[str]) -> pd.DataFrame:

@@ -8,11 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import CLASS_NAMES, write_flax_npz
 from vit_flowers.config import FORMAT_VERSION, RunConfig
 from vit_flowers.errors import ConfigError, WeightsUnavailableError
 from vit_flowers.model import ARCHITECTURES, build_backbone, build_classifier, load_run, model_config, pretrained_file
-
-from conftest import CLASS_NAMES, write_flax_npz
 
 
 def small_cfg(**kw):

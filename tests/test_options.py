@@ -13,12 +13,11 @@ import sys
 
 import pytest
 
+from conftest import REPO
 from vit_flowers import cli
 from vit_flowers.config import ModelConfig, RunConfig, TrainConfig
 from vit_flowers.errors import ConfigError
 from vit_flowers.options import dest_of, flag_of, settings_of
-
-from conftest import REPO
 
 SETTINGS = [(cls, f, s) for cls in (ModelConfig, TrainConfig) for f, s in settings_of(cls)]
 RANGED = [(cls, f, s) for cls, f, s in SETTINGS if flag_of(f) and s.low is not None]
@@ -44,7 +43,7 @@ def test_building_every_parser_imports_nothing_heavy():
 def test_every_train_setting_is_an_option_with_its_help_and_default():
     parser = cli.command_parser("train")
     actions = {o: a for a in parser._actions for o in a.option_strings}
-    for cls, f, s in SETTINGS:
+    for _cls, f, s in SETTINGS:
         flag = flag_of(f)
         if not flag:
             continue

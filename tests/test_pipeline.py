@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vit_flowers import cli
-from vit_flowers.errors import EXIT_BAD_INPUT, EXIT_OK
-
 from awkward import BAD, GOOD, make_awkward_folder
 from conftest import CLASS_NAMES, REPO
+from vit_flowers import cli
+from vit_flowers.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
 def test_every_option_has_help():

@@ -10,10 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import CLASS_NAMES
 from vit_flowers import predict
 from vit_flowers.errors import BadInputError
-
-from conftest import CLASS_NAMES
 
 
 def _png(path, value: int = 128, size: int = 24, ramp: bool = False):

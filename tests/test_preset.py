@@ -7,10 +7,8 @@ import json
 import subprocess
 import sys
 
-
-from vit_flowers import cli
-
 from conftest import REPO
+from vit_flowers import cli
 
 
 def resolved(argv: list[str]):

@@ -9,13 +9,12 @@ import json
 import numpy as np
 import pytest
 
+from conftest import tiny_run_config
 from vit_flowers import cli
 from vit_flowers.augment import RAND_OPS, rand_augment, rand_augment_op
 from vit_flowers.config import TrainConfig, check_train_config
 from vit_flowers.datasets import array_dataset, cutmix_pair
 from vit_flowers.errors import BadInputError, ConfigError
-
-from conftest import tiny_run_config
 
 
 # ------------------------------------------------------------ CutMix

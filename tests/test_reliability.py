@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vit_flowers.model import load_run, save_weights
-
 from conftest import REPO, tiny_run_config
+from vit_flowers.model import load_run, save_weights
 
 EPOCHS = 4
 
@@ -120,7 +119,7 @@ def test_sigkill_then_resume_ends_as_the_uninterrupted_run(when, slow_epoch_data
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(run, uninterrupted)
     # it trained only what was left (a run that started over would end the same, deterministically)
-    trained = [int(n) for n in re.findall(r"^Epoch (\d+)/%d$" % EPOCHS, done.stdout, re.MULTILINE)]
+    trained = [int(n) for n in re.findall(rf"^Epoch (\d+)/{EPOCHS}$", done.stdout, re.MULTILINE)]
     assert trained == list(range(committed + 1, EPOCHS + 1)), done.stdout[-2000:]
     if committed:
         assert f"resuming after epoch {committed} of {EPOCHS}" in done.stdout

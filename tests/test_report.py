@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-from html import unescape
 import json
 import os
 import re
@@ -14,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from html import unescape
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,13 +21,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import CLASS_NAMES, REPO
 from vit_flowers import report
 from vit_flowers.errors import BadInputError
 from vit_flowers.report import AttentionImages, AttentionSet, display_name, write_prediction_report
-from vit_flowers.report_attention import (attention_budget, attention_note, attention_order, parse_attention_option,
-                                          select_for_attention)
-
-from conftest import CLASS_NAMES, REPO
+from vit_flowers.report_attention import (
+    attention_budget,
+    attention_note,
+    attention_order,
+    parse_attention_option,
+    select_for_attention,
+)
 
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
 LATIN1_NAME = os.fsdecode(b"caf\xe9.jpg")  # not UTF-8: Python holds the byte as a surrogate escape
@@ -376,7 +380,7 @@ def test_page_in_a_real_browser(browser, predicted_page, tmp_path):
     names = browser.execute_script("return Array.from(document.querySelectorAll('#cards .name')).map(e => e.textContent)")
     assert XSS_NAME in names and "caf\\xe9.jpg" in names
     with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text
+        _ = browser.switch_to.alert.text
     assert browser.execute_script("return document.querySelectorAll('img[src=\"x\"]').length") == 0
 
     # no request left the page: the network log, resource timing and every address in the DOM

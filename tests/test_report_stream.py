@@ -13,10 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import CLASS_NAMES
 from vit_flowers import report
 from vit_flowers.report import AttentionImages, AttentionSet, write_prediction_report
-
-from conftest import CLASS_NAMES
 
 
 def photos(folder, count: int = 8) -> list[str]:

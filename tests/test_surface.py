@@ -39,19 +39,18 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Callable
 
 import pytest
 
 import vit_flowers
+from conftest import REPO
 from vit_flowers import cli
 from vit_flowers.errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK
 from vit_flowers.outputs import LOCK_FILE, MARKER_FILE
-
-from conftest import REPO
 
 COMMANDS_PAGE = REPO / "docs" / "commands.md"  # "The commands": the exit codes
 FAILURES_PAGE = REPO / "docs" / "reliability.md"  # "What happens when things go wrong": the failure table

@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 
-from vit_flowers.terminal import is_native_noise
-
 from conftest import REPO
+from vit_flowers.terminal import is_native_noise
 
 NATIVE = ("cuda_platform", "cuInit", "Could not find cuda drivers", "oneDNN custom operations",
           "absl::InitializeLog", "cpu_feature_guard", "use_unbounded_threadpool", "I0000", "E0000", "W0000")

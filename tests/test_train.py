@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import CLASS_NAMES, list_with_a_broken_file
 from vit_flowers.config import RunConfig, TrainConfig
 from vit_flowers.errors import BadInputError, ConfigError
 from vit_flowers.model import model_config
 from vit_flowers.train import compile_model, make_optimizer, set_seed, training_load_size
-
-from conftest import CLASS_NAMES, list_with_a_broken_file
 
 
 def _rate(optimizer, step: int) -> float:

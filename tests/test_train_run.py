@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import CLASS_NAMES, list_with_a_broken_file, tiny_run_config, write_flax_npz
 from vit_flowers.config import RunConfig
 from vit_flowers.datasets import array_dataset
 from vit_flowers.distribute import DistributionEnv
@@ -22,8 +23,6 @@ from vit_flowers.errors import BadInputError, ConfigError
 from vit_flowers.model import build_backbone, load_run, model_config
 from vit_flowers.rundir import read_state
 from vit_flowers.train import TrainOptions, compile_model, load_list, train_run
-
-from conftest import CLASS_NAMES, list_with_a_broken_file, tiny_run_config, write_flax_npz
 
 
 def _copy(run, tmp_path):

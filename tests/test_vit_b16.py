@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vit_flowers.model import build_classifier, model_config
-
 from conftest import CLASS_NAMES
+from vit_flowers.model import build_classifier, model_config
 
 
 @pytest.mark.slow

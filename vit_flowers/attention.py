@@ -27,8 +27,8 @@ This module computes; `plots` draws; `comparison` runs the command.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -75,7 +75,7 @@ def rollout_fused(
     fused: np.ndarray,
     discard_ratio: float = 0.0,
     start: int = 0,
-    stop: Optional[int] = None,
+    stop: int | None = None,
     normalize: str = "matrix",
 ) -> np.ndarray:
     """Roll out head-fused attention (N, layers, T, T) -> class token row (N, T - 1).
@@ -112,7 +112,7 @@ def rollout(
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
     start: int = 0,
-    stop: Optional[int] = None,
+    stop: int | None = None,
     normalize: str = "matrix",
 ) -> np.ndarray:
     """Full attention (N, layers, heads, T, T) -> rollout masks (N, h, w) in [0, 1]."""
@@ -154,12 +154,12 @@ class AttentionMaps:
     mask: np.ndarray  # (N, H, W) mask upsampled to the images
     masked: np.ndarray  # (N, H, W, 3) uint8, the post's mask * image
     overlay: np.ndarray  # (N, H, W, 3) uint8, colour map over the image
-    probs: Optional[np.ndarray] = None  # (N, classes) when the model has a head
-    class_index: Optional[np.ndarray] = None  # (N,) target class of class-specific maps
+    probs: np.ndarray | None = None  # (N, classes) when the model has a head
+    class_index: np.ndarray | None = None  # (N,) target class of class-specific maps
 
 
-def render_maps(grid: np.ndarray, images: np.ndarray, probs: Optional[np.ndarray] = None,
-                class_index: Optional[np.ndarray] = None) -> AttentionMaps:
+def render_maps(grid: np.ndarray, images: np.ndarray, probs: np.ndarray | None = None,
+                class_index: np.ndarray | None = None) -> AttentionMaps:
     """Upsample grid masks to `images` (N, H, W, 3) and draw the post's picture and an overlay."""
     images = _as_batch(images)
     mask = upsample(grid, images.shape[1:3])
@@ -198,7 +198,7 @@ def _as_batch(images) -> np.ndarray:
 class AttentionSummary:
     """What one forward pass over a batch gives, reduced inside the graph."""
 
-    probs: Optional[np.ndarray]  # (N, classes), None for a bare backbone
+    probs: np.ndarray | None  # (N, classes), None for a bare backbone
     fused: np.ndarray  # (N, layers, T, T) head-fused attention
     cls_heads: np.ndarray  # (N, layers, heads, T) class token's attention per head
     distance: np.ndarray  # (N, layers, heads) mean attention distance in pixels
@@ -253,8 +253,8 @@ class AttentionExplainer:
         self._head = head[:-1]
         self._last = head[-1] if head else None
         self._summaries: dict[str, Callable] = {}
-        self._weights_fn: Optional[Callable] = None
-        self._gradient_fn: Optional[Callable] = None
+        self._weights_fn: Callable | None = None
+        self._gradient_fn: Callable | None = None
 
     # -- inputs
     def prepare(self, images) -> np.ndarray:
@@ -396,20 +396,20 @@ class AttentionExplainer:
                                 distance=joined["distance"], head_fusion=head_fusion)
 
     def maps(self, summary: AttentionSummary, display, discard_ratio: float = 0.0, start: int = 0,
-             stop: Optional[int] = None, normalize: str = "matrix") -> AttentionMaps:
+             stop: int | None = None, normalize: str = "matrix") -> AttentionMaps:
         """Rollout maps from a summary, drawn on `display` images (any size)."""
         grid = grid_masks(rollout_fused(summary.fused, discard_ratio, start, stop, normalize), self.grid)
         return render_maps(grid, display, summary.probs)
 
     def rollout(self, images, head_fusion: str = "mean", discard_ratio: float = 0.0, start: int = 0,
-                stop: Optional[int] = None, normalize: str = "matrix", display=None, batch_size: int = 32,
+                stop: int | None = None, normalize: str = "matrix", display=None, batch_size: int = 32,
                 progress: bool = False) -> AttentionMaps:
         """Attention rollout for a batch of uint8 images; maps drawn on `display` (default: the images)."""
         summary = self.summarize(images, head_fusion, batch_size, progress)
         return self.maps(summary, images if display is None else display, discard_ratio, start, stop, normalize)
 
     def class_rollout(self, images, class_index: int | Sequence[int] | None = None, discard_ratio: float = 0.0,
-                      start: int = 0, stop: Optional[int] = None, normalize: str = "matrix", display=None,
+                      start: int = 0, stop: int | None = None, normalize: str = "matrix", display=None,
                       batch_size: int = 32, progress: bool = False) -> AttentionMaps:
         """Gradient-weighted rollout for `class_index` (one for all, one per image, or
         None for each image's predicted class)."""
@@ -439,7 +439,7 @@ class AttentionExplainer:
         return rows.reshape(rows.shape[0], rows.shape[1], *self.grid)
 
 
-_EXPLAINERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_EXPLAINERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def explainer_for(model) -> AttentionExplainer:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import numbers
 import re
 from pathlib import Path
-from typing import Optional
 
 from . import atomic
 from .config import TrainConfig
@@ -89,7 +88,7 @@ def set_rng_state(model, saved: list) -> None:
 
 
 def make_backup(run_dir: Path, early_stopping, plateau, keep_previous: bool,
-                resumed: Optional[RunState] = None, best_weights: Optional[list] = None):
+                resumed: RunState | None = None, best_weights: list | None = None):
     """The callback that commits the run's state after every epoch and, when
     `resumed`, restores the callbacks' counters (and the best epoch's weights
     early stopping holds) at the start of training.
@@ -207,7 +206,7 @@ def interrupt_check():
 
 
 def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, keep_previous: bool = False,
-                   resumed: Optional[RunState] = None, best_weights: Optional[list] = None) -> list:
+                   resumed: RunState | None = None, best_weights: list | None = None) -> list:
     """The run's callbacks, in the order they must run at each epoch end:
     the pending Ctrl-C check, the rate logger, EarlyStopping and ReduceLROnPlateau (their decisions; with
     `ema_momentum`, between the two callbacks that swap the average in and out),

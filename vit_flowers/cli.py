@@ -17,11 +17,19 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from .config import (ARCHITECTURES, PRESET_ALIASES, PRESETS, PRETRAINED_BY_DEFAULT, PRETRAINED_WEIGHTS, ModelConfig,
-                     TrainConfig)
+from .config import (
+    ARCHITECTURES,
+    PRESET_ALIASES,
+    PRESETS,
+    PRETRAINED_BY_DEFAULT,
+    PRETRAINED_WEIGHTS,
+    ModelConfig,
+    TrainConfig,
+)
 from .errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK, BadInputError
 from .options import add_settings, flags_by_dest, run_options, values_from
 from .outputs import REPORT_FILE, SKIPPED_FILE, claim_output_dir
@@ -124,7 +132,6 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from .data_sources import source_rows
     from .filelists import check_fractions, class_names_of, write_file_lists
-
     from .outputs import InputFolders
 
     check_fractions(args.test_fraction, args.val_fraction)
@@ -611,10 +618,9 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
 
     from .comparison import plot_comparison  # TensorFlow starts here
     from .model import load_run
+    from .pages import prediction_page, training_page
     from .predict import collect_list, metrics_summary, predict_inputs, write_outputs
     from .train import TrainOptions, train_run
-
-    from .pages import prediction_page, training_page
 
     trained = train_run(run_config, run_dir, TrainOptions(overwrite=True, verbose=2))
     model, run_config = load_run(run_dir)

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -108,14 +109,14 @@ def check_options(run_dirs, limit: int, only: str, discard_ratio: float, batch_s
         raise BadInputError(f"--batch-size must be at least 1, got {batch_size}")
 
 
-def _check_layers(num_layers: int, start: int, stop: Optional[int], head_layer: int, run_dir: Path) -> None:
+def _check_layers(num_layers: int, start: int, stop: int | None, head_layer: int, run_dir: Path) -> None:
     if not range(num_layers)[start:stop]:
         raise BadInputError(f"--start-layer {start} --stop-layer {stop}: no layer of the {num_layers} of {run_dir}")
     if not -num_layers <= head_layer < num_layers:
         raise BadInputError(f"--head-layer {head_layer}: {run_dir} has {num_layers} layers")
 
 
-def _class_target(class_name: Optional[str], class_names: Sequence[str], run_dir: Path) -> Optional[int]:
+def _class_target(class_name: str | None, class_names: Sequence[str], run_dir: Path) -> int | None:
     """-1 for 'predicted', the class index for a name, None for no class-specific map."""
     if class_name is None:
         return None
@@ -133,15 +134,15 @@ class RunView:
     name: str
     pred: list[str]
     confidence: np.ndarray
-    maps: "AttentionMaps"
-    summary: "AttentionSummary"
-    explainer: "AttentionExplainer"
-    class_maps: Optional["AttentionMaps"] = None
+    maps: AttentionMaps
+    summary: AttentionSummary
+    explainer: AttentionExplainer
+    class_maps: AttentionMaps | None = None
     class_names: Sequence[str] = ()
 
 
 def explain_run(model, class_names: Sequence[str], name: str, model_images: np.ndarray, display: np.ndarray,
-                options: dict, target: Optional[int], batch_size: int, progress: bool) -> RunView:
+                options: dict, target: int | None, batch_size: int, progress: bool) -> RunView:
     """Predictions, rollout maps (drawn on `display`) and, with a target, class-specific maps."""
     from .attention import explainer_for
 
@@ -205,15 +206,15 @@ def plot_comparison(
     only: str = "all",
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
-    class_name: Optional[str] = None,
+    class_name: str | None = None,
     batch_size: int = 32,
     normalize: str = "matrix",
     start_layer: int = 0,
-    stop_layer: Optional[int] = None,
+    stop_layer: int | None = None,
     head_layer: int = -1,
     progress: bool = True,
     report: bool = True,
-    final_dir: Optional[str | Path] = None,
+    final_dir: str | Path | None = None,
 ) -> list[Path]:
     """Write the attention figures of the images `inputs` (rows file, true)
     for one or two run dirs, and with `report` the page `report.html` (each

@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .errors import ConfigError
 from .options import check_settings, setting
@@ -51,7 +51,7 @@ class Architecture:
     mlp_dim: int
     dropout: float
     image_size: int
-    pretrained: Optional[str] = None
+    pretrained: str | None = None
 
 
 # B and L are vit_keras' CONFIG_B and CONFIG_L (a test holds them equal; they
@@ -98,7 +98,7 @@ class ModelConfig:
                                           "type_dir values of the training list", group="data", option_type=str,
                                      option_default="auto")
     # vit_keras' pre-logits layer (the imagenet21k-only weights have one)
-    representation_size: Optional[int] = setting(None, help="pre-logits width", flag="", low=1, high=8192)
+    representation_size: int | None = setting(None, help="pre-logits width", flag="", low=1, high=8192)
     head_units: int = setting(21, help="units of the head's hidden Dense (the post's 21)", flag="", low=1,
                               high=65536)
     # Keras' default 0.99 needs hundreds of steps to forget the initial
@@ -317,7 +317,7 @@ class RunConfig:
         return write_json(path, self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "config") -> "RunConfig":
+    def from_dict(cls, data: Any, where: str = "config") -> RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
@@ -331,7 +331,7 @@ class RunConfig:
         return checked
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")

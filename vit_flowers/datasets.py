@@ -9,7 +9,7 @@ CutMix mix pairs of examples.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .errors import BadInputError
 
@@ -32,7 +33,7 @@ class DistributionEnv:
     first_callbacks: list = field(default_factory=list)
     # every process's value of an int (None on one process): lets a resumed
     # run make all processes restart at the same epoch
-    gather_ints: Optional[Callable[[int], list[int]]] = None
+    gather_ints: Callable[[int], list[int]] | None = None
 
 
 def gather_process_ints(value: int) -> list[int]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -202,7 +202,7 @@ def read_file_list(
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
                             encoding_errors="surrogateescape")
     except pd.errors.EmptyDataError:
-        raise BadInputError(f"{csv_path}: the list is empty (expected a header {','.join(COLUMNS)} and rows)")
+        raise BadInputError(f"{csv_path}: the list is empty (expected a header {','.join(COLUMNS)} and rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise BadInputError(f"{csv_path}: not a readable CSV file ({err})") from err
     except OSError as err:

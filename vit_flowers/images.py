@@ -29,15 +29,14 @@ import io
 import os
 import stat
 import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from struct import error as struct_error
 
 import numpy as np
 import pandas as pd
-from struct import error as struct_error
-
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 SKIPPED_COLUMNS = ["file", "reason"]
@@ -225,12 +224,12 @@ def _pil_decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
     except UnreadableImage:
         raise
     except UnidentifiedImageError:
-        raise UnreadableImage("not an image PIL can identify (wrong format or random bytes)")
+        raise UnreadableImage("not an image PIL can identify (wrong format or random bytes)") from None
     except Image.DecompressionBombError as err:
-        raise UnreadableImage(f"over PIL's decompression-bomb limit ({err})")
+        raise UnreadableImage(f"over PIL's decompression-bomb limit ({err})") from err
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
             struct_error) as err:
-        raise UnreadableImage(f"cannot decode: {err}")
+        raise UnreadableImage(f"cannot decode: {err}") from err
 
 
 def _pil_pixels(image: Image.Image, size: tuple[int, int]) -> np.ndarray:

@@ -18,11 +18,19 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from .config import (ARCHITECTURES, PRETRAINED_WEIGHTS, STEMS, Architecture, ModelConfig, RunConfig,  # noqa: F401
-                     check_model_config, replace_checked)
+from .config import (  # noqa: F401
+    ARCHITECTURES,
+    PRETRAINED_WEIGHTS,
+    STEMS,
+    Architecture,
+    ModelConfig,
+    RunConfig,
+    check_model_config,
+    replace_checked,
+)
 from .errors import ConfigError, WeightsUnavailableError
 from .resources import default_model_dir
 

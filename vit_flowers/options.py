@@ -17,9 +17,10 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from .errors import ConfigError
 
@@ -31,14 +32,14 @@ class Setting:
     """What a config field says about itself (see `setting`)."""
 
     help: str
-    flag: Optional[str] = None  # the command-line flag; None: derived from the name; "" none at all
+    flag: str | None = None  # the command-line flag; None: derived from the name; "" none at all
     choices: tuple = ()
-    low: Optional[float] = None  # inclusive range of a number
-    high: Optional[float] = None
+    low: float | None = None  # inclusive range of a number
+    high: float | None = None
     share: str = ""  # a share in [0, 1), named in messages: "dropout", "a batch-norm momentum"
     note: str = ""  # said after the range in a message: " (the share of examples cut and mixed)"
-    metavar: Optional[str] = None
-    nargs: Optional[str] = None
+    metavar: str | None = None
+    nargs: str | None = None
     group: str = "training"  # the --help section it is listed under
     defines_run: bool = True  # on --resume, a value given must agree with the run's config.json
     option_default: Any = FIELD_DEFAULT  # the option's default when it is not the field's (None: the architecture's)
@@ -145,7 +146,7 @@ def _escaped(text: str) -> str:
 
 
 def add_settings(parser: argparse.ArgumentParser, *classes: type,
-                 groups: Optional[dict[str, argparse._ArgumentGroup]] = None) -> dict[str, argparse._ArgumentGroup]:
+                 groups: dict[str, argparse._ArgumentGroup] | None = None) -> dict[str, argparse._ArgumentGroup]:
     """Add one option per declared setting of `classes` to `parser`, each in
     its group (created on first use); returns the groups for more options."""
     groups = {} if groups is None else groups
@@ -185,7 +186,7 @@ def run_options(**sections: type) -> dict[str, tuple[str, str]]:
             for section, cls in sections.items() for f, s in settings_of(cls) if flag_of(f) and s.defines_run}
 
 
-def values_from(cls: type, args: argparse.Namespace, convert: Optional[dict[str, Callable[[Any], Any]]] = None
+def values_from(cls: type, args: argparse.Namespace, convert: dict[str, Callable[[Any], Any]] | None = None
                 ) -> dict[str, Any]:
     """The field values of `cls` the options in `args` give (those whose
     value is None are left out: the architecture's own)."""

@@ -31,9 +31,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
 
 from .errors import BadInputError
 
@@ -98,8 +98,8 @@ class OutputClaim:
     folder: Path
     command: str
     fd: int
-    took_over: Optional[str] = None  # the stale holder's description, when a killed run's lock was taken over
-    _staging: Optional[Path] = field(default=None, repr=False)
+    took_over: str | None = None  # the stale holder's description, when a killed run's lock was taken over
+    _staging: Path | None = field(default=None, repr=False)
 
     def staging(self) -> Path:
         """The folder to write this run's outputs into; `commit` moves them into place."""
@@ -241,7 +241,7 @@ class InputFolders:
     folder already read through another path (a link back to a parent, say).
     What it left out is said once, by `left_out_line`."""
 
-    out: Optional[Path] = None
+    out: Path | None = None
     seen: set = field(default_factory=set)
     left_out: list = field(default_factory=list)
 
@@ -278,7 +278,7 @@ class InputFolders:
             return False
         return (mine.st_dev, mine.st_ino) == (info.st_dev, info.st_ino)
 
-    def left_out_line(self) -> Optional[str]:
+    def left_out_line(self) -> str | None:
         """One line naming every folder left out, or None."""
         if not self.left_out:
             return None

@@ -8,8 +8,8 @@ which only draws.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .report import display_name, write_prediction_report, write_train_report
 from .report_attention import AUTO, report_attention
@@ -26,7 +26,7 @@ def prediction_page(model, result, class_names: Sequence[str], out_dir: str | Pa
                                    attention=maps, subtitle=f"model: {display_name(Path(run_dir))}")
 
 
-def training_page(run_dir: str | Path, model, run_config, history, best_epoch: Optional[int], skipped=None,
+def training_page(run_dir: str | Path, model, run_config, history, best_epoch: int | None, skipped=None,
                   batch_size: int = 32) -> Path:
     """`report.html` for a run dir: curves, history, config, the best epoch
     and, when the run has a validation list, its predictions by the

@@ -6,8 +6,8 @@ nothing about models. Every figure is written atomically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

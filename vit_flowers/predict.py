@@ -8,10 +8,9 @@ chunk in background threads while the model works on the previous chunk.
 from __future__ import annotations
 
 import weakref
-
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -117,7 +116,7 @@ def predict_files(
 
 # model -> {options: its traced forward function}; the functions hold only a
 # weak reference to the model, so a model dropped by its user is freed with them
-_FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # The package's defaults for the prediction graph (benchmarks/README.md, figure 7):
 # fused attention (`keras.ops.dot_product_attention`, see `model.fused_attention_call`)
 # and no XLA.

@@ -28,9 +28,10 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -77,12 +78,12 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.tobytes()).decode("ascii")
 
 
-def thumbnails(files: Sequence[str], size: int = THUMB_SIZE, chunk_size: int = 256) -> list[Optional[str]]:
+def thumbnails(files: Sequence[str], size: int = THUMB_SIZE, chunk_size: int = 256) -> list[str | None]:
     """A square JPEG data URI per file (the model's view: squashed to a square),
     None for a file that cannot be read now. Decoded chunk by chunk in threads."""
     from .images import iter_image_chunks
 
-    out: list[Optional[str]] = [None] * len(files)
+    out: list[str | None] = [None] * len(files)
     for offset, chunk in iter_image_chunks(list(files), (size, size), chunk_size):
         for row, index in enumerate(chunk.kept):
             out[offset + int(index)] = encode_jpeg(chunk.images[row])
@@ -96,7 +97,7 @@ class AttentionImages:
 
     photo: str  # data URI, the photo at LARGE_SIZE
     overlay: str  # data URI, the rollout's colour map over the photo
-    class_map: Optional[str] = None  # data URI, a class-specific map's overlay
+    class_map: str | None = None  # data URI, a class-specific map's overlay
     class_label: str = ""  # the class that map is for
 
 
@@ -155,7 +156,7 @@ def _finalize(value: Any) -> Any:
     return value
 
 
-def _environment() -> "jinja2.Environment":
+def _environment() -> jinja2.Environment:
     import jinja2
 
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
@@ -163,7 +164,7 @@ def _environment() -> "jinja2.Environment":
                               trim_blocks=True, lstrip_blocks=True)
 
 
-def _asset(env: "jinja2.Environment", name: str) -> str:
+def _asset(env: jinja2.Environment, name: str) -> str:
     return env.loader.get_source(env, name)[0]
 
 
@@ -253,7 +254,7 @@ def _check_table(table: pd.DataFrame, class_names: Sequence[str]) -> None:
         raise ValueError(f"predictions table lacks columns {missing}")
 
 
-def prediction_cards(table: pd.DataFrame, class_names: Sequence[str], thumbs: Sequence[Optional[str]],
+def prediction_cards(table: pd.DataFrame, class_names: Sequence[str], thumbs: Sequence[str | None],
                      attention: Mapping[int, AttentionImages] | set, offset: int = 0) -> list[dict]:
     """One dict per row for the card template, in table order; `id` is the row
     position (`offset` + the row's place in `table`, a slice of the whole)."""
@@ -275,7 +276,7 @@ def prediction_cards(table: pd.DataFrame, class_names: Sequence[str], thumbs: Se
     return cards
 
 
-def prediction_summary(table: pd.DataFrame, metrics: Optional[dict], class_names: Sequence[str]) -> dict:
+def prediction_summary(table: pd.DataFrame, metrics: dict | None, class_names: Sequence[str]) -> dict:
     """Counts, accuracy, per-class scores and the confusion matrix with cell shades."""
     true = table["true"].fillna("").astype(str)
     labelled = true != ""
@@ -300,7 +301,7 @@ def prediction_summary(table: pd.DataFrame, metrics: Optional[dict], class_names
     return summary
 
 
-def skipped_rows(skipped: Optional[pd.DataFrame]) -> list[dict]:
+def skipped_rows(skipped: pd.DataFrame | None) -> list[dict]:
     if skipped is None or len(skipped) == 0:
         return []
     return [{"file": display_name(f), "reason": str(r)} for f, r in zip(skipped["file"], skipped["reason"])]
@@ -312,7 +313,7 @@ class Cards:
     in the background, so only one chunk's images are ever held."""
 
     def __init__(self, table: pd.DataFrame, class_names: Sequence[str],
-                 thumbs: Optional[Sequence[Optional[str]]], attention: Mapping[int, AttentionImages],
+                 thumbs: Sequence[str | None] | None, attention: Mapping[int, AttentionImages],
                  chunk_size: int = 256) -> None:
         self.table, self.class_names, self.thumbs = table, list(class_names), thumbs
         self.with_attention = set(attention)
@@ -332,7 +333,7 @@ class Cards:
             return
         files = self.table["file"].tolist()
         for offset, chunk in iter_image_chunks(files, (THUMB_SIZE, THUMB_SIZE), size):
-            thumbs: list[Optional[str]] = [None] * min(size, len(files) - offset)
+            thumbs: list[str | None] = [None] * min(size, len(files) - offset)
             for row, index in enumerate(chunk.kept):
                 thumbs[int(index)] = encode_jpeg(chunk.images[row])
             yield from prediction_cards(self.table.iloc[offset:offset + len(thumbs)], self.class_names, thumbs,
@@ -361,9 +362,9 @@ def write_json_object(out, entries) -> None:
     out.write("}")
 
 
-def predictions_context(table: pd.DataFrame, metrics: Optional[dict], skipped: Optional[pd.DataFrame],
-                        class_names: Sequence[str], attention: Optional[AttentionSet] = None,
-                        thumbs: Optional[Sequence[Optional[str]]] = None) -> dict:
+def predictions_context(table: pd.DataFrame, metrics: dict | None, skipped: pd.DataFrame | None,
+                        class_names: Sequence[str], attention: AttentionSet | None = None,
+                        thumbs: Sequence[str | None] | None = None) -> dict:
     """Everything the predictions part of a page needs (also used by the train
     page). `cards` are made as the page is rendered (`Cards`)."""
     _check_table(table, class_names)
@@ -383,10 +384,10 @@ def predictions_context(table: pd.DataFrame, metrics: Optional[dict], skipped: O
     }
 
 
-def write_prediction_report(out_dir: str | os.PathLike, table: pd.DataFrame, metrics: Optional[dict],
-                            skipped: Optional[pd.DataFrame], class_names: Sequence[str],
-                            attention: Optional[AttentionSet] = None, title: str = "Predictions",
-                            subtitle: str = "", thumbs: Optional[Sequence[Optional[str]]] = None,
+def write_prediction_report(out_dir: str | os.PathLike, table: pd.DataFrame, metrics: dict | None,
+                            skipped: pd.DataFrame | None, class_names: Sequence[str],
+                            attention: AttentionSet | None = None, title: str = "Predictions",
+                            subtitle: str = "", thumbs: Sequence[str | None] | None = None,
                             file_name: str = REPORT_FILE) -> Path:
     """Write `report.html` into `out_dir`: summary, filters and one card per prediction."""
     context = predictions_context(table, metrics, skipped, class_names, attention, thumbs)
@@ -412,7 +413,7 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(first + k * step, 12) for k in range(int((high - first) / step + 1e-9) + 1)]
 
 
-def line_chart(history: pd.DataFrame, columns: Sequence[str], title: str, best_epoch: Optional[int]) -> Optional[dict]:
+def line_chart(history: pd.DataFrame, columns: Sequence[str], title: str, best_epoch: int | None) -> dict | None:
     """An SVG line chart's geometry for `columns` of `history` against the epoch (1-based)."""
     present = [c for c in columns if c in history and pd.to_numeric(history[c], errors="coerce").notna().any()]
     if not present or "epoch" not in history or history.empty:
@@ -477,13 +478,13 @@ def _config_text(value: Any) -> str:
 
 class PredictionsLike(Protocol):
     table: pd.DataFrame
-    metrics: Optional[dict]
+    metrics: dict | None
     skipped: pd.DataFrame
 
 
 def write_train_report(run_dir: str | os.PathLike, history: pd.DataFrame, config: Mapping[str, Any] | Any,
-                       best_epoch: Optional[int] = None, validation: Optional[PredictionsLike] = None,
-                       skipped: Optional[pd.DataFrame] = None, file_name: str = REPORT_FILE) -> Path:
+                       best_epoch: int | None = None, validation: PredictionsLike | None = None,
+                       skipped: pd.DataFrame | None = None, file_name: str = REPORT_FILE) -> Path:
     """Write `report.html` into a run dir: best epoch, curves, history, config and,
     with `validation` (a `predict.PredictionResult` on the validation list), its
     confusion matrix and every validation prediction as a card.
@@ -522,7 +523,7 @@ def write_train_report(run_dir: str | os.PathLike, history: pd.DataFrame, config
 # ---------------------------------------------------------------- attention comparison
 class MapsLike(Protocol):
     overlay: np.ndarray
-    class_index: Optional[np.ndarray]
+    class_index: np.ndarray | None
 
 
 class RunViewLike(Protocol):
@@ -532,7 +533,7 @@ class RunViewLike(Protocol):
     pred: Sequence[str]
     confidence: Sequence[float]
     maps: MapsLike
-    class_maps: Optional[MapsLike]
+    class_maps: MapsLike | None
     class_names: Sequence[str]
 
 
@@ -562,7 +563,7 @@ def comparison_rows(files: Sequence[str], true: Sequence[str], display: np.ndarr
 
 def write_comparison_report(out_dir: str | os.PathLike, files: Sequence[str], true: Sequence[str],
                             display: np.ndarray, views: Sequence[RunViewLike],
-                            skipped: Optional[pd.DataFrame] = None, file_name: str = REPORT_FILE) -> Path:
+                            skipped: pd.DataFrame | None = None, file_name: str = REPORT_FILE) -> Path:
     """Write `report.html` for the `plot` command: each image across the runs, side by side."""
     names = [v.name for v in views]
     html = render("comparison.html", page="comparison", title="Attention comparison",

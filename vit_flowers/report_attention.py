@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ import pandas as pd
 from .choices import ALL, AUTO, DEFAULT_SHARE, NONE, OPTION_HELP, parse_attention_option  # noqa: F401
 from .errors import BadInputError
 from .report import LARGE_SIZE, AttentionImages, AttentionSet, SpilledImages, encode_jpeg, probability_columns
+
 
 def attention_budget(option: int | str, rows: int) -> int:
     """How many of `rows` predictions get attention under `option`."""

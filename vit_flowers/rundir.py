@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import pandas as pd
 
@@ -48,8 +48,8 @@ class EpochState:
 
     epoch: int
     weights: str  # file in backup/: model and optimizer variables after the epoch
-    best_epoch: Optional[int] = None  # index of the best epoch so far (its file is kept)
-    best_value: Optional[float] = None  # its monitored value
+    best_epoch: int | None = None  # index of the best epoch so far (its file is kept)
+    best_value: float | None = None  # its monitored value
     early_stopping: dict = field(default_factory=dict)  # wait, best, best_epoch, stopped_epoch
     plateau: dict = field(default_factory=dict)  # wait, best, cooldown_counter
     stopped_early: bool = False
@@ -57,7 +57,7 @@ class EpochState:
     rng: list = field(default_factory=list)
 
     @property
-    def best_weights(self) -> Optional[str]:
+    def best_weights(self) -> str | None:
         return None if self.best_epoch is None else epoch_weights_name(self.best_epoch + 1)
 
 
@@ -67,7 +67,7 @@ class RunState:
     processes, which may be killed on either side of one epoch's backup)."""
 
     latest: EpochState
-    previous: Optional[EpochState] = None
+    previous: EpochState | None = None
 
     def files(self) -> set[str]:
         names = set()
@@ -88,7 +88,7 @@ def backup_dir(run_dir: Path) -> Path:
     return Path(run_dir) / BACKUP_DIR
 
 
-def read_state(run_dir: Path) -> Optional[RunState]:
+def read_state(run_dir: Path) -> RunState | None:
     """The committed state of a run dir, or None when no epoch has finished."""
     path = backup_dir(run_dir) / STATE_FILE
     if not path.is_file():
@@ -161,8 +161,8 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
                 target.unlink()
 
 
-def align_state(run_dir: Path, state: Optional[RunState], gather_ints: Callable[[int], list[int]]
-                ) -> Optional[RunState]:
+def align_state(run_dir: Path, state: RunState | None, gather_ints: Callable[[int], list[int]]
+                ) -> RunState | None:
     """Make every process resume at the same epoch; return this one's state.
 
     Processes are killed together but not in the same instant: one may have
@@ -187,7 +187,7 @@ def align_state(run_dir: Path, state: Optional[RunState], gather_ints: Callable[
     )
 
 
-def is_finished(state: Optional[RunState], epochs: int) -> bool:
+def is_finished(state: RunState | None, epochs: int) -> bool:
     """True when the state is past the last epoch, or early stopping ended it."""
     return state is not None and (state.latest.stopped_early or state.latest.epoch >= epochs)
 

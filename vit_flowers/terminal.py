@@ -17,7 +17,6 @@ import os
 import re
 import sys
 import threading
-from typing import Optional
 
 # absl's prefix: severity letter, MMDD, a time (hh:mm:ss.micros, or 00:00:<epoch seconds> before
 # absl is set up), thread id, file:line]; fatal lines (F) are kept
@@ -28,7 +27,7 @@ NOISE = (
     b"INFO: Created TensorFlow Lite XNNPACK delegate",  # the TFLite interpreter, at its first call
 )
 
-_installed: Optional["_Filter"] = None
+_installed: _Filter | None = None
 
 
 def is_native_noise(line: bytes) -> bool:

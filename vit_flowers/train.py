@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
@@ -22,8 +21,18 @@ from .filelists import read_file_list, require_classes
 from .images import load_images, write_skipped
 from .interrupt import deferred_interrupt
 from .model import CONFIG_FILE, WEIGHTS_FILE, build_classifier, save_weights
-from .rundir import (CURVES_FILE, SKIPPED_FILE, RunState, align_state, backup_dir, is_finished, prepare_run_dir,
-                     read_history, read_state, trim_history)
+from .rundir import (
+    CURVES_FILE,
+    SKIPPED_FILE,
+    RunState,
+    align_state,
+    backup_dir,
+    is_finished,
+    prepare_run_dir,
+    read_history,
+    read_state,
+    trim_history,
+)
 
 
 @dataclass
@@ -172,7 +181,7 @@ def stream_datasets(run_config: RunConfig, global_batch: int):
     return train_ds, val_ds, len(train) // global_batch, skipped
 
 
-def restore_state(model, run_dir: Path, state: RunState, scope) -> Optional[list]:
+def restore_state(model, run_dir: Path, state: RunState, scope) -> list | None:
     """Put the model, its optimizer and its random states back as they were
     after the state's epoch; return the best epoch's weights (for early
     stopping to restore at the end)."""
@@ -298,5 +307,5 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
                        stopped_early=bool(final and final.latest.stopped_early))
 
 
-def _best_epoch(state: Optional[RunState]) -> int:
+def _best_epoch(state: RunState | None) -> int:
     return -1 if state is None or state.latest.best_epoch is None else int(state.latest.best_epoch)

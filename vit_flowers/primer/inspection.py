@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -130,7 +131,7 @@ class Defect:
 
 def draw_shapes(
     shapes: Sequence[Shape], size: int = STANDARD_SIZE, background: RGB = BACKGROUND
-) -> "Image.Image":
+) -> Image.Image:
     """Draw shapes (500-px units) on a size x size RGB image; at 500 px the calls are the note's."""
     from PIL import Image, ImageDraw
 
@@ -154,7 +155,7 @@ def draw_shapes(
     return img
 
 
-def standard_image(size: int = STANDARD_SIZE) -> "Image.Image":
+def standard_image(size: int = STANDARD_SIZE) -> Image.Image:
     """The note's standard image (exact at 500 px)."""
     return draw_shapes(STANDARD_SHAPES, size)
 
@@ -251,14 +252,14 @@ def error_b(
     return out, part, _union(shape_box(sh) for sh in shapes if sh.part == part)
 
 
-def normal_image(rng: np.random.Generator, size: int = STANDARD_SIZE) -> "Image.Image":
+def normal_image(rng: np.random.Generator, size: int = STANDARD_SIZE) -> Image.Image:
     """A fluctuation of the standard image."""
     return draw_shapes(fluctuate(STANDARD_SHAPES, rng), size)
 
 
 def error_image(
     kind: str, rng: np.random.Generator, size: int = STANDARD_SIZE, part: str | None = None
-) -> tuple["Image.Image", Defect]:
+) -> tuple[Image.Image, Defect]:
     """An error image (kind 'errorA' or 'errorB') on a fluctuation, with its defect box in pixels.
 
     The fluctuation is drawn from rng first, so the same seed gives the same
@@ -327,7 +328,7 @@ def write_mosaic_csv(image_path: str | Path, ratio: float = MOSAIC_RATIO) -> Pat
 
 # --- writing sets ---------------------------------------------------------------------------
 
-def save_jpeg(img: "Image.Image", path: str | Path, quality: int = JPEG_QUALITY) -> Path:
+def save_jpeg(img: Image.Image, path: str | Path, quality: int = JPEG_QUALITY) -> Path:
     """Save as JPEG via a temporary file and a rename, so no half-written file is left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -356,7 +357,7 @@ def _rng(seed: int, kind: str, i: int) -> np.random.Generator:
     return np.random.default_rng([seed, _STREAM[kind], i])
 
 
-def _table(rows: list[dict]) -> "pd.DataFrame":
+def _table(rows: list[dict]) -> pd.DataFrame:
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=["file", "label", *BOX_COLUMNS, "part"])
@@ -365,7 +366,7 @@ def _table(rows: list[dict]) -> "pd.DataFrame":
     return df
 
 
-def _write_table(df: "pd.DataFrame", path: Path) -> None:
+def _write_table(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     df.to_csv(tmp, index=False)
     os.replace(tmp, path)
@@ -384,7 +385,7 @@ def write_inspection_set(
     size: int = STANDARD_SIZE,
     ratio: float = MOSAIC_RATIO,
     csv: bool = True,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Write the note's folders and names (JPEG quality 95) and a mosaic CSV next to each image.
 
     image_standard.jpg, learn/image_base_fluctuate_{i}.jpg, normal/image_normal_{i}.jpg,
@@ -418,7 +419,7 @@ def write_inspection_set(
 
 def write_inspection_classes(
     out_dir: Path, n_per_class: int = 60, image_size: int = 500, seed: int = 0
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Write class folders normal/, errorA/, errorB/ of JPEGs for training; return and save the table.
 
     normal images are fluctuations; errorA/errorB are error versions of fluctuations.

@@ -13,9 +13,9 @@ and the grayscale image is ``uint8`` (the note wrote ``'unit8'``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

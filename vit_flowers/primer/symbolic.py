@@ -17,7 +17,7 @@ its printed expression can be reproduced.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import sympy as sp
