@@ -117,3 +117,20 @@ def test_the_train_options_table_lists_exactly_the_parsers_options():
     parser = cli.command_parser("train")
     flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
     assert documented_options("docs/commands.md", "train") == flags - {"--help", "--verbose", "--debug"}
+
+
+def test_an_option_several_commands_take_is_declared_once_with_what_each_command_puts_there():
+    """--out, --batch-size, --strict, --no-report, --seed: one declaration each
+    (`cli.common.SHARED_OPTIONS`); train's --batch-size and --seed are settings of its config."""
+    from vit_flowers.cli.common import SHARED_OPTIONS
+
+    seen = 0
+    for command in cli.COMMANDS:
+        actions = {o: a for a in cli.command_parser(command)._actions for o in a.option_strings}
+        for flag, spec in SHARED_OPTIONS.items():
+            if flag in actions and command in spec["help"]:
+                assert actions[flag].help == spec["help"][command], (command, flag)
+                seen += 1
+            elif flag in actions:
+                assert command == "train" and flag in ("--batch-size", "--seed"), (command, flag)
+    assert seen == sum(len(spec["help"]) for spec in SHARED_OPTIONS.values())

@@ -1,0 +1,57 @@
+"""`vit-flowers plot`: attention figures of one or two run dirs on the same
+images, and their page."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import EXIT_OK
+from ..outputs import SKIPPED_FILE, claim_output_dir
+from .common import add_input_args, add_shared, positive_int, read_inputs
+
+
+def add_plot_args(p: argparse.ArgumentParser) -> None:
+    """Options of `vit-flowers plot`."""
+    from ..choices import HEAD_FUSIONS, NORMALIZATIONS, ONLY, PREDICTED
+
+    add_input_args(p, several_runs=True)
+    add_shared(p, "--out", "plot")
+    p.add_argument("--only", choices=ONLY, default="all",
+                   help="show all images, or only those the first run predicts correctly / wrongly")
+    p.add_argument("--limit", type=positive_int, default=16, help="most images to show, spread over the list")
+    p.add_argument("--head-fusion", choices=HEAD_FUSIONS, default="mean",
+                   help="how heads are fused in each layer before the rollout (vit_keras: mean)")
+    p.add_argument("--discard-ratio", type=float, default=0.0,
+                   help="share of the lowest patch-to-patch attentions zeroed in every layer (0 = none, "
+                        "as vit_keras); the class token's attention is never discarded")
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default="matrix",
+                   help="matrix: divide A+I by its total (vit_keras); row: by each row (the rollout paper)")
+    p.add_argument("--start-layer", type=int, default=0, help="first layer of the rollout (Python index)")
+    p.add_argument("--stop-layer", type=int, default=None,
+                   help="layer after the last one rolled out (None: through the last layer)")
+    p.add_argument("--head-layer", type=int, default=-1, help="layer shown in per_head.png (-1: the last)")
+    p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                   help=f"add a class-specific (gradient-weighted) map of the first run for class NAME, or "
+                        f"'{PREDICTED}' for each image's predicted class")
+    add_shared(p, "--batch-size", "plot")
+    add_shared(p, "--no-report", "plot")
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from ..comparison import OWNED_OUTPUTS, check_options, plot_comparison
+    from ..model import check_run_files, resolve_run
+
+    runs = list(args.run) if args.run else [resolve_run(None)]
+    check_options(runs, args.limit, args.only, args.discard_ratio, args.batch_size)
+    configs = [check_run_files(run) for run in runs]
+    inputs = read_inputs(args, configs[0].model.class_names)
+    with claim_output_dir(args.out, "plot", keep_on_bad_input=[SKIPPED_FILE]) as claim:
+        written = plot_comparison(
+            runs, claim.staging(), inputs=inputs, limit=args.limit, only=args.only, head_fusion=args.head_fusion,
+            discard_ratio=args.discard_ratio, class_name=args.class_name, batch_size=args.batch_size,
+            normalize=args.normalize, start_layer=args.start_layer, stop_layer=args.stop_layer,
+            head_layer=args.head_layer, report=not args.no_report, final_dir=claim.folder,
+        )
+        claim.commit(OWNED_OUTPUTS)
+    print(f"{len(written)} files -> {claim.folder}")
+    return EXIT_OK

@@ -1,0 +1,61 @@
+"""`vit-flowers prepare`: training, validation and testing lists from folders, the
+download or a generator."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import EXIT_OK
+from ..outputs import claim_output_dir
+from .common import add_shared, positive_int
+
+
+def generators() -> dict[str, Callable]:
+    """The data sets this package can generate, by --source name."""
+
+    def synthetic(folder: Path, per_class: int, size: int, seed: int):
+        from ..synthetic import write_synthetic_flowers
+
+        return write_synthetic_flowers(folder, per_class, size, seed)
+
+    def inspection(folder: Path, per_class: int, size: int, seed: int):
+        from ..filelists import scan_class_folders
+        from ..primer.inspection import write_inspection_classes
+
+        write_inspection_classes(folder, n_per_class=per_class, image_size=size, seed=seed)
+        return scan_class_folders(folder)
+
+    return {"synthetic": synthetic, "inspection": inspection}
+
+
+def add_prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", nargs="+", default=["synthetic"], metavar="SOURCE",
+                   help="'synthetic' (procedural flowers), 'inspection' (shapes: normal, errorA, errorB), "
+                        "'download' (the flower_photos archive) or folders of class subfolders (several folders "
+                        "are split as one set, for example flower_photos and flower_photos_extra)")
+    add_shared(p, "--out", "prepare")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of each class kept for testing")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of each class kept for validation (early stopping, choices); 0: no validation list")
+    add_shared(p, "--seed", "prepare", default=0)
+    p.add_argument("--per-class", type=positive_int, default=120, help="images per class for generated sources")
+    p.add_argument("--image-size", type=positive_int, default=64, help="side in pixels of generated images")
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from ..data_sources import source_rows
+    from ..filelists import check_fractions, class_names_of, write_file_lists
+    from ..outputs import InputFolders
+
+    check_fractions(args.test_fraction, args.val_fraction)
+    with claim_output_dir(args.out, "prepare", mark=False):  # its lists are not photos: a photo folder may hold them
+        folders = InputFolders(out=args.out)
+        rows = source_rows(args.source, args.out, args.per_class, args.image_size, args.seed, generators(), folders)
+        if folders.left_out_line():
+            print(f"note: {folders.left_out_line()}")
+        lists = write_file_lists(rows, args.out, args.test_fraction, args.seed, args.val_fraction)
+    print(f"{len(rows)} images in classes {class_names_of(rows)}")
+    print("wrote " + ", ".join(str(path) for path in lists.values()))
+    return EXIT_OK
