@@ -24,7 +24,7 @@ from .options import check_settings, setting
 
 FORMAT_VERSION = 1
 DEFAULT_CLASS_NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-STEMS = ("patch", "conv")
+STEMS = ("patch", "conv", "efficientnet-lite0")
 # the head's gelu: Keras' exact form, or the tanh approximation of the post's `tfa.activations.gelu`
 HEAD_GELUS = ("exact", "tanh")
 OPTIMIZERS = ("adam", "adamw")
@@ -38,6 +38,7 @@ MAX_IMAGE_SIDE = 4096
 MAX_TOKENS = 16384  # attention memory grows with the square of the token count
 PRETRAINED_WEIGHTS = ("imagenet21k+imagenet2012", "imagenet21k")
 PRETRAINED_BY_DEFAULT = "imagenet21k+imagenet2012"  # the post's
+HYBRID_CNN_PARAMETERS = 716_928  # EfficientNet-Lite0 to stride 16 (vit_flowers/efficientnet_lite.py), BN statistics too
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,15 @@ class ModelConfig:
                      f"{PRETRAINED_BY_DEFAULT} for b16/b32/l16/l32 (the post's fine-tune), none for tiny/small",
         group="model", option_default=None)
     # "patch": vit_keras' patchify Conv2D (kernel = stride = patch size);
-    # "conv": a stack of 3x3 stride-2 convolutions with the same total stride
+    # "conv": a stack of 3x3 stride-2 convolutions with the same total stride;
+    # "efficientnet-lite0": the ViT paper's hybrid, an ImageNet CNN cut at stride 16
     stem: str = setting("patch", help="patch (default): vit_keras' patch embedding; conv: 3x3 stride-2 convolutions "
                                       "to the same token grid (patch size a power of two; helps from-scratch "
-                                      "training on small data sets)",
+                                      "training on small data sets); efficientnet-lite0: the ViT paper's hybrid, "
+                                      "EfficientNet-Lite0 with its shipped ImageNet weights cut at stride 16, then "
+                                      "a 1x1 convolution to the hidden size (needs --patch-size 16, an image size "
+                                      "that is a multiple of 16 and --weights none; its input scaling is inside "
+                                      "the model, so a run dir's config.json rebuilds it exactly)",
                         choices=STEMS, group="model", option_default=None)
     head_gelu: str = setting("exact", help="the head's gelu: exact (Keras' own, default) or tanh (the approximation "
                                            "that tensorflow-addons' gelu, which the post used, computes by default)",
@@ -216,10 +222,14 @@ def _in_range(where: str, value: float, low: float, high: float, why: str = "") 
 
 def estimate_parameters(cfg: ModelConfig) -> int:
     """The parameter count of the ViT and head `cfg` describes (exact for the
-    patch stem, close for the convolutional one), computed without building it."""
+    patch and hybrid stems, close for the convolutional one), computed without building it."""
     h, p, layers, mlp = cfg.hidden_size, cfg.patch_size, cfg.num_layers, cfg.mlp_dim
     tokens = (cfg.image_size[0] // p) * (cfg.image_size[1] // p)
-    embedding = p * p * 3 * h + h + h + (tokens + 1) * h  # patches, class token, positions
+    if cfg.stem == "efficientnet-lite0":  # the CNN to stride 16 (batch-norm statistics included), a 1x1 projection
+        patches = HYBRID_CNN_PARAMETERS + 112 * h + h
+    else:
+        patches = p * p * 3 * h + h
+    embedding = patches + h + (tokens + 1) * h  # patches, class token, positions
     block = 4 * h + 4 * (h * h + h) + 2 * h * mlp + mlp + h  # two norms, attention, MLP
     pre_logits = (h * cfg.representation_size + cfg.representation_size) if cfg.representation_size else 0
     features = cfg.representation_size or h

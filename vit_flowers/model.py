@@ -1,7 +1,9 @@
 """Build the ViT backbone and the post's head; save and load a run dir.
 
 One builder over a table of architectures (vit_keras' B/16, B/32, L/16,
-L/32 and two from-scratch configs small enough for a CPU). The classifier
+L/32 and two from-scratch configs small enough for a CPU) and three stems
+(vit_keras' patch embedding, a convolutional stem, and the ViT paper's
+hybrid: EfficientNet-Lite0 with ImageNet weights cut at stride 16). The classifier
 is the source post's: backbone, Flatten, BatchNormalization, Dense(21, gelu),
 BatchNormalization, Dense(n_classes, softmax), as a Sequential whose
 `layers[0]` is the backbone, so the post's
@@ -39,6 +41,10 @@ WEIGHTS_FILE = "model.weights.h5"
 # the shipped model, wherever the package is installed (see `resources`)
 DEFAULT_MODEL_DIR = default_model_dir()
 PRETRAINED_URL = "https://github.com/faustomorales/vit-keras/releases/download/dl/ViT-{size}_{weights}.npz"
+# the ViT paper's hybrid (Dosovitskiy et al. 2021, sec. 3.1): EfficientNet-Lite0 cut at stride 16, its feature
+# map the patch embedding; the name of its stem and of the backbone's nested CNN
+HYBRID_STEM = "efficientnet-lite0"
+HYBRID_CNN = "efficientnet_lite0"
 
 
 def model_config(
@@ -68,19 +74,38 @@ def model_config(
         # vit_keras adds a pre-logits layer for the imagenet21k-only weights
         cfg.representation_size = cfg.hidden_size if weights == "imagenet21k" else None
     check_model_config(cfg)
-    check_stem(cfg.stem, cfg.patch_size, cfg.weights)
+    check_stem(cfg.stem, cfg.patch_size, cfg.weights, cfg.image_size)
     return cfg
 
 
-def check_stem(stem: str, patch_size: int, weights: str) -> None:
-    """A known stem; the convolutional one needs a power-of-two patch and no
-    pretrained weights (those fit vit_keras' patch embedding only)."""
+def check_stem(stem: str, patch_size: int, weights: str, image_size: Sequence[int] | None = None) -> None:
+    """A known stem; the convolutional one needs a power-of-two patch, the
+    hybrid (efficientnet-lite0) a patch of its CNN's stride (16) and an image
+    size that is a multiple of it; neither takes pretrained ViT weights
+    (those fit vit_keras' patch embedding only)."""
     if stem not in STEMS:
         raise ConfigError(f"unknown stem {stem!r}; choose one of {STEMS}")
     if stem == "conv":
         conv_stem_depth(patch_size)
-        if weights != "none":
-            raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {stem}")
+    elif stem == HYBRID_STEM:
+        stride = hybrid_stride()
+        if patch_size != stride:
+            raise ConfigError(f"--stem {stem} needs --patch-size {stride} (its CNN's output stride: each token is "
+                              f"one cell of the CNN's feature map), not {patch_size}")
+        if image_size is not None and any(int(side) % stride for side in image_size):
+            raise ConfigError(f"--stem {stem} needs an image size that is a multiple of {stride}, not "
+                              f"{'x'.join(str(int(side)) for side in image_size)}")
+    if stem != "patch" and weights != "none":
+        extra = " (its CNN loads its own ImageNet weights)" if stem == HYBRID_STEM else ""
+        raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {stem}{extra}: "
+                          f"use --weights none, not {weights}")
+
+
+def hybrid_stride() -> int:
+    """Output stride of the hybrid's CNN: the patch size its tokens stand for (16)."""
+    from .efficientnet_lite import HYBRID_CUT, cut_stride
+
+    return cut_stride(HYBRID_CUT)
 
 
 def conv_stem_depth(patch_size: int) -> int:
@@ -102,7 +127,6 @@ def build_conv_stem_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     layer, so attention tools and weight names see a vit_keras backbone.
     """
     import keras
-    from vit_keras import layers as vit_layers
 
     depth = conv_stem_depth(cfg.patch_size)
     x = keras.layers.Input(shape=(*cfg.image_size, 3))
@@ -113,6 +137,45 @@ def build_conv_stem_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
         y = keras.layers.BatchNormalization(synchronized=sync_batchnorm, name=f"stem_bn_{k}")(y)
         y = keras.layers.ReLU(name=f"stem_relu_{k}")(y)
     y = keras.layers.Conv2D(cfg.hidden_size, 1, name="embedding")(y)
+    # the conv stem has always left out vit_keras' pre-logits layer; kept so that its run dirs reload
+    return _vit_encoder(x, y, cfg, f"vit-{cfg.arch}-convstem", representation_size=None)
+
+
+def build_hybrid_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
+    """The ViT paper's hybrid (Dosovitskiy et al. 2021, section 3.1): the
+    feature map of a CNN is the patch embedding. The pipeline's images
+    (`x / 127.5 - 1`) -> `rescaling_from_vit_input` (EfficientNet-Lite's
+    `(x - 127) / 128`, inside the model so that config.json rebuilds it) ->
+    EfficientNet-Lite0 cut at stride 16 (112 channels; one nested layer named
+    `efficientnet_lite0`, its layers named as the shipped ImageNet weights) ->
+    a 1x1 convolution to the hidden size named `embedding` -> vit_keras'
+    class token, position embeddings, encoder blocks, norm and class token
+    extraction, layer for layer as the other stems.
+
+    Random weights: `load_backbone_weights` sets the CNN's ImageNet ones.
+    The backbone stays a chain of single-input layers, so
+    `fused_attention_call` serves it.
+    """
+    import keras
+
+    from .efficientnet_lite import HYBRID_CUT, efficientnet_lite0, rescaling_from_vit_input
+
+    x = keras.layers.Input(shape=(*cfg.image_size, 3))
+    y = rescaling_from_vit_input()(x)
+    cnn = efficientnet_lite0((*cfg.image_size, 3), include_top=False, cut=HYBRID_CUT,
+                             sync_batchnorm=sync_batchnorm, name=HYBRID_CNN)
+    y = cnn(y)
+    y = keras.layers.Conv2D(cfg.hidden_size, 1, name="embedding")(y)
+    return _vit_encoder(x, y, cfg, f"vit-{cfg.arch}-{HYBRID_STEM}", cfg.representation_size)
+
+
+def _vit_encoder(x, y, cfg: ModelConfig, name: str, representation_size: int | None):
+    """The backbone from input `x` and the patch embedding `y` (N, h, w,
+    hidden) on: vit_keras' `build_model(include_top=False)` after its
+    `embedding` Conv2D, layer for layer."""
+    import keras
+    from vit_keras import layers as vit_layers
+
     y = keras.layers.Reshape((y.shape[1] * y.shape[2], cfg.hidden_size))(y)
     y = vit_layers.ClassToken(name="class_token")(y)
     y = vit_layers.AddPositionEmbs(name="Transformer_posembed_input")(y)
@@ -121,17 +184,22 @@ def build_conv_stem_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
                                            name=f"Transformer_encoderblock_{n}")(y)
     y = keras.layers.LayerNormalization(epsilon=1e-6, name="Transformer_encoder_norm")(y)
     y = keras.layers.Lambda(lambda v: v[:, 0], name="ExtractToken")(y)
-    return keras.models.Model(inputs=x, outputs=y, name=f"vit-{cfg.arch}-convstem")
+    if representation_size is not None:
+        y = keras.layers.Dense(representation_size, name="pre_logits", activation="tanh")(y)
+    return keras.models.Model(inputs=x, outputs=y, name=name)
 
 
 def build_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     """The vit_keras ViT without its top, as the post's `vit.vit_b16(include_top=False)`
-    (or with a convolutional stem, `cfg.stem == "conv"`)."""
+    (or with a convolutional stem, `cfg.stem == "conv"`, or the hybrid's
+    CNN, `cfg.stem == "efficientnet-lite0"`)."""
     from vit_keras import vit
 
-    check_stem(cfg.stem, cfg.patch_size, cfg.weights)  # also for configs read from config.json
+    check_stem(cfg.stem, cfg.patch_size, cfg.weights, cfg.image_size)  # also for configs read from config.json
     if cfg.stem == "conv":
         return build_conv_stem_backbone(cfg, sync_batchnorm)
+    if cfg.stem == HYBRID_STEM:
+        return build_hybrid_backbone(cfg, sync_batchnorm)
     return vit.build_model(
         image_size=tuple(cfg.image_size),
         patch_size=cfg.patch_size,
@@ -174,9 +242,17 @@ def fetch_pretrained(cfg: ModelConfig) -> Path:
 
 
 def load_backbone_weights(backbone, cfg: ModelConfig) -> None:
-    """Load Flax-layout .npz weights (vit_keras' release files or a local path)."""
+    """Load Flax-layout .npz weights (vit_keras' release files or a local path);
+    for the hybrid stem, the shipped ImageNet weights of its CNN (and no ViT weights)."""
     from vit_keras import utils
 
+    if cfg.stem == HYBRID_STEM:
+        from .efficientnet_lite import load_imagenet_weights
+
+        try:
+            load_imagenet_weights(backbone.get_layer(HYBRID_CNN))
+        except FileNotFoundError as err:  # package data missing from a broken install
+            raise WeightsUnavailableError(str(err)) from err
     if cfg.weights == "none":
         return
     path = fetch_pretrained(cfg) if cfg.weights in PRETRAINED_WEIGHTS else Path(cfg.weights)
@@ -207,6 +283,11 @@ def head_activation(form: str):
 
 def build_classifier(cfg: ModelConfig, load_pretrained: bool = True, sync_batchnorm: bool = False):
     """Backbone + the post's head, built (weights created) and ready to compile.
+
+    `load_pretrained`: read the backbone's pretrained weights (`cfg.weights`;
+    for the hybrid stem, its CNN's ImageNet weights), as a fresh model for
+    training wants; False for a model whose weights all come from a file
+    next (a run dir's model.weights.h5, a resumed run's backup).
 
     `sync_batchnorm` shares batch statistics across replicas of a
     tf.distribute strategy; the weights are the same either way.

@@ -101,10 +101,12 @@ def default_weights(arch: str) -> str:
     return PRETRAINED_BY_DEFAULT if ARCHITECTURES[arch].pretrained else "none"
 
 
-def resolve_weights(value: str | None, arch: str) -> str:
-    """--weights as the config keeps it: a pretrained name, none, or an absolute .npz path."""
+def resolve_weights(value: str | None, arch: str, stem: str | None = None) -> str:
+    """--weights as the config keeps it: a pretrained name, none, or an absolute .npz path. Left out,
+    the post's weights for vit_keras' ViTs with their patch stem, none with any other stem (the
+    pretrained ViT weights fit the patch embedding only; the hybrid's CNN brings its own)."""
     if value is None:
-        return default_weights(arch)
+        return default_weights(arch) if stem in (None, "patch") else "none"
     if value == "none" or value in PRETRAINED_WEIGHTS:
         return value
     path = Path(value)
@@ -127,7 +129,7 @@ def option_value(dest: str, args: argparse.Namespace) -> Any:
     if dest == "class_names":
         return None if value == "auto" else _class_names(value, None)
     if dest == "weights":
-        return resolve_weights(value, args.model)
+        return resolve_weights(value, args.model, args.stem)
     return value
 
 
@@ -143,7 +145,7 @@ def build_run_config(args: argparse.Namespace):
     for name in ("arch", "image_size", "class_names", "weights"):
         overrides.pop(name, None)
     size = option_value("image_size", args) if args.image_size else None
-    weights = resolve_weights(args.weights, args.model)
+    weights = resolve_weights(args.weights, args.model, args.stem)
     mcfg = model_config(args.model, _class_names(args.class_names, args.train_list), size, weights, **overrides)
     train = values_from(TrainConfig, args, convert={name: lambda value, dest=OPTION_DESTS[name]: option_value(dest, args)
                                                     for name in ("augment", "train_list", "val_list")})
