@@ -77,6 +77,7 @@ def multihost_run(synthetic_data, tmp_path_factory):
     return run, root / "worker1"
 
 
+@pytest.mark.slow  # about a minute: two processes through jax.distributed (one replica's logic: test_train_run)
 def test_two_processes_train_to_equal_weights(multihost_run):
     run, worker = multihost_run
     assert not (run.parent / "worker0").exists()  # the chief writes the run dir itself
@@ -158,6 +159,7 @@ train_run(cfg, out + "/" + mode, TrainOptions(verbose=0), env)
 """
 
 
+@pytest.mark.slow  # half a minute: two trainings (the replicas' batch, rate and synchronised batch norm: test_train_run)
 def test_mirrored_on_two_cpus_follows_the_single_device_loss_curve(synthetic_data, tmp_path):
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED.format(tests=str(REPO / "tests"), data=str(synthetic_data), out=str(tmp_path)))

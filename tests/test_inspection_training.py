@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from vit_flowers import cli
 from vit_flowers.attention import explainer_for
@@ -15,6 +16,7 @@ from vit_flowers.images import load_images
 from vit_flowers.model import load_run
 
 
+@pytest.mark.slow  # a minute of training to 90%; the inspection set itself: test_inspection.py
 def test_tiny_vit_learns_inspection_and_looks_at_the_defect(tmp_path):
     data, run, pred = tmp_path / "data", tmp_path / "run", tmp_path / "pred"
     assert cli.main(["prepare", "--source", "inspection", "--out", str(data), "--per-class", "60",
