@@ -186,17 +186,16 @@ def run_options(**sections: type) -> dict[str, tuple[str, str]]:
             for section, cls in sections.items() for f, s in settings_of(cls) if flag_of(f) and s.defines_run}
 
 
-def values_from(cls: type, args: argparse.Namespace, convert: dict[str, Callable[[Any], Any]] | None = None
-                ) -> dict[str, Any]:
-    """The field values of `cls` the options in `args` give (those whose
-    value is None are left out: the architecture's own)."""
-    convert = convert or {}
+def values_from(cls: type, args: argparse.Namespace, read: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """The field values of `cls` the options in `args` give, each read by
+    its dest with `read` (default: as parsed); those that are None are left
+    out (the architecture's own)."""
+    read = read or (lambda dest: getattr(args, dest))
     values = {}
     for f, _ in settings_of(cls):
         if not flag_of(f):
             continue
-        value = getattr(args, dest_of(f))
-        value = convert[f.name](value) if f.name in convert else value
+        value = read(dest_of(f))
         if value is not None:
             values[f.name] = value
     return values

@@ -30,7 +30,6 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = run_options(model=ModelConfig, train=T
 OPTION_FLAGS: dict[str, str] = flags_by_dest(ModelConfig, TrainConfig)
 
 
-OPTION_DESTS: dict[str, str] = {name: dest for dest, (_, name) in RUN_OPTIONS.items()}
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -147,8 +146,7 @@ def build_run_config(args: argparse.Namespace):
     size = option_value("image_size", args) if args.image_size else None
     weights = resolve_weights(args.weights, args.model, args.stem)
     mcfg = model_config(args.model, _class_names(args.class_names, args.train_list), size, weights, **overrides)
-    train = values_from(TrainConfig, args, convert={name: lambda value, dest=OPTION_DESTS[name]: option_value(dest, args)
-                                                    for name in ("augment", "train_list", "val_list")})
+    train = values_from(TrainConfig, args, read=lambda dest: option_value(dest, args))
     return RunConfig(model=mcfg, train=check_train_config(TrainConfig(**train), "train options"))
 
 
