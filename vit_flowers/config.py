@@ -198,6 +198,20 @@ class TrainConfig:
     val_list: str = setting("", help="validation list CSV (prepare's validation_files.csv, never the test list); "
                                      "early stopping and the best epoch use it",
                             group="data", option_type=Path, option_default=None)
+    # transfer learning as Keras' guide: the pretrained part frozen (its batch norms in inference mode), then
+    # optionally everything trained from epoch `unfreeze_after` at `fine_tune_rate`
+    freeze_backbone: bool = setting(False, help="train only what follows the pretrained part: the CNN of --stem "
+                                                "efficientnet-lite0, or the whole vit_keras backbone of "
+                                                "b16/b32/l16/l32 with pretrained --weights; frozen batch norms "
+                                                "stay in inference mode", group="transfer")
+    unfreeze_after: int = setting(0, help="with --freeze-backbone: from this epoch on train everything at "
+                                          "--fine-tune-rate with a fresh optimizer, the pretrained batch norms "
+                                          "still in inference mode (0: frozen to the end)",
+                                  metavar="N", low=0, high=100_000, group="transfer")
+    fine_tune_rate: float = setting(0.0, help="peak learning rate after --unfreeze-after, decayed over the "
+                                              "epochs left as --lr-schedule says, no warm-up (0: a tenth of "
+                                              "--learning-rate)", metavar="RATE", low=0.0, high=10.0,
+                                    group="transfer")
     tensorboard: bool = setting(True, help="do not write RUN/logs/, the TensorBoard log of loss, accuracy, "
                                            "validation metrics and learning rate per epoch (open it with "
                                            "tensorboard --logdir RUN/logs)", flag="--no-tensorboard", group="run dir")
@@ -293,9 +307,27 @@ def check_train_config(cfg: TrainConfig, where: str = "train") -> TrainConfig:
     cfg.augment = AUGMENTATION_ALIASES.get(cfg.augment, cfg.augment)
     check_settings(cfg, where)
     _in_range(f"{where}.warmup_epochs", cfg.warmup_epochs, 0.0, cfg.epochs, " (the number of epochs)")
+    if cfg.unfreeze_after and not cfg.freeze_backbone:
+        raise ConfigError(f"{where}: unfreeze_after {cfg.unfreeze_after} needs freeze_backbone (--freeze-backbone): "
+                          f"there is nothing frozen to unfreeze")
     if cfg.cutmix > 0 and cfg.mixup_alpha > 0:
         raise ConfigError(f"{where}: cutmix {cfg.cutmix} and mixup_alpha {cfg.mixup_alpha}: choose one of the two")
     return cfg
+
+
+def check_transfer(model: ModelConfig, train: TrainConfig, where: str = "train") -> None:
+    """--freeze-backbone needs a pretrained part to freeze: the hybrid's CNN,
+    or a vit_keras backbone with pretrained weights."""
+    if not train.freeze_backbone:
+        return
+    if model.stem == "efficientnet-lite0" or (model.stem == "patch" and model.weights != "none"):
+        if train.unfreeze_after and train.ema_momentum > 0:
+            raise ConfigError(f"{where}: --unfreeze-after starts a fresh optimizer, whose --ema average would "
+                              f"restart from the unfrozen weights; use one of the two")
+        return
+    raise ConfigError(f"{where}: --freeze-backbone freezes pretrained weights, and --stem {model.stem} with "
+                      f"--weights {model.weights} has none: use --stem efficientnet-lite0, or b16/b32/l16/l32 "
+                      f"with pretrained --weights")
 
 
 def replace_checked(cfg: Any, where: str = "config", **changes: Any) -> Any:
@@ -338,6 +370,7 @@ class RunConfig:
         checked = _dataclass_from_dict(cls, data, where)
         check_model_config(checked.model, f"{where}: model")
         check_train_config(checked.train, f"{where}: train")
+        check_transfer(checked.model, checked.train, f"{where}: train")
         return checked
 
     @classmethod

@@ -315,6 +315,36 @@ def build_classifier(cfg: ModelConfig, load_pretrained: bool = True, sync_batchn
     return model
 
 
+def pretrained_part(model, cfg: ModelConfig):
+    """The part of a classifier `--freeze-backbone` freezes: the hybrid's CNN,
+    else the whole vit_keras backbone (pretrained weights)."""
+    backbone = model.layers[0]
+    return backbone.get_layer(HYBRID_CNN) if cfg.stem == HYBRID_STEM else backbone
+
+
+def set_frozen(model, cfg: ModelConfig, frozen: bool) -> None:
+    """Freeze the pretrained part (Keras runs a frozen BatchNormalization in
+    inference mode), or make it trainable with its batch norms still frozen,
+    as Keras' transfer-learning guide fine-tunes. Compile after it."""
+    import keras
+
+    part = pretrained_part(model, cfg)
+    part.trainable = not frozen
+    if not frozen:
+        for layer in _nested_layers(part):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+
+
+def _nested_layers(model) -> list:
+    """Every layer inside `model`, nested models walked through."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_nested_layers(layer))
+    return found
+
+
 def _fused_block(block, x):
     """One vit_keras TransformerBlock at inference, its attention through
     `keras.ops.dot_product_attention` (the (batch, tokens, heads, dim) layout,

@@ -10,17 +10,18 @@ are `callbacks`; the devices and hosts the run uses come in one
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from .config import RunConfig, TrainConfig, check_fits_memory
+from .config import RunConfig, TrainConfig, check_fits_memory, check_transfer
 from .errors import BadInputError, ConfigError
 from .filelists import read_file_list, require_classes
 from .images import load_images, write_skipped
 from .interrupt import deferred_interrupt
-from .model import CONFIG_FILE, WEIGHTS_FILE, build_classifier, save_weights
+from .model import CONFIG_FILE, WEIGHTS_FILE, build_classifier, save_weights, set_frozen
 from .rundir import (
     CURVES_FILE,
     SKIPPED_FILE,
@@ -96,6 +97,30 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
     if cfg.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate=rate, weight_decay=cfg.weight_decay, **ema)
     return keras.optimizers.Adam(learning_rate=rate, **ema)
+
+
+def frozen_in(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether the pretrained part is frozen during epoch `epoch` (0-based)."""
+    return cfg.freeze_backbone and not (cfg.unfreeze_after and epoch >= cfg.unfreeze_after)
+
+
+def phase_config(cfg: TrainConfig, frozen: bool) -> TrainConfig:
+    """The optimizer's settings for one phase of a run with --unfreeze-after:
+    the frozen epochs with the run's rate and schedule over those epochs, the
+    fine-tuning epochs at --fine-tune-rate over the rest, without warm-up."""
+    if not cfg.unfreeze_after:
+        return cfg
+    if frozen:
+        return replace(cfg, epochs=cfg.unfreeze_after, warmup_epochs=min(cfg.warmup_epochs, cfg.unfreeze_after))
+    return replace(cfg, learning_rate=cfg.fine_tune_rate or cfg.learning_rate / 10,
+                   epochs=max(1, cfg.epochs - cfg.unfreeze_after), warmup_epochs=0.0)
+
+
+def early_stopping_of(callbacks: list):
+    """The EarlyStopping among `callbacks` (it holds the best epoch's weights)."""
+    import keras
+
+    return next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
 
 
 def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
@@ -193,7 +218,9 @@ def restore_state(model, run_dir: Path, state: RunState, scope) -> list | None:
     best = None
     try:
         if state.latest.best_weights:
-            model.load_weights(str(folder / state.latest.best_weights))
+            with warnings.catch_warnings():  # a best epoch before --unfreeze-after: its optimizer is not this one
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+                model.load_weights(str(folder / state.latest.best_weights))
             if model.optimizer.use_ema:  # early stopping kept the moving average of that epoch
                 model.optimizer.finalize_variable_values(model.trainable_variables)
             best = model.get_weights()
@@ -236,6 +263,7 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
     from .callbacks import make_callbacks
     from .distribute import DistributionEnv
 
+    check_transfer(run_config.model, run_config.train)
     options = options or TrainOptions()
     env = env or DistributionEnv(strategy=None, is_chief=True, name="default")
     run_dir = Path(run_dir)
@@ -261,7 +289,9 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
             raise BadInputError("--strict needs the images loaded up front; it cannot be combined with --stream")
         train_ds, val_ds, steps, streamed = stream_datasets(run_config, global_batch)
         skipped = pd.DataFrame(columns=["file", "reason"])
+        streamed_lists = [streamed]  # each stream fills its list with the files it could not read
     else:
+        streamed_lists = []
         train_ds, val_ds, steps, skipped = array_datasets(run_config, global_batch, start_epoch,
                                                           env.num_replicas > 1, bool(options.verbose))
     has_val = val_ds is not None
@@ -273,17 +303,29 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
     write_skipped(skipped, run_dir / SKIPPED_FILE)
 
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    def compile_for(frozen: bool) -> None:
+        """Freeze or unfreeze the pretrained part and compile a fresh optimizer for that phase."""
+        phase = phase_config(cfg, frozen)
+        if cfg.scale_lr and replicas > 1:
+            phase = replace(phase, learning_rate=phase.learning_rate * replicas)
+        with scope:
+            if cfg.freeze_backbone:
+                set_frozen(model, mcfg, frozen)
+            compile_model(model, phase, steps)
+
+    # the phase the backup was written in, and the phase of the next epoch
+    saved_frozen = frozen_in(cfg, start_epoch - 1 if state else start_epoch)
     with scope:
         # synchronised batch statistics make N replicas train like one device;
         # a resumed run's weights all come from its backup
         model = build_classifier(mcfg, load_pretrained=state is None, sync_batchnorm=strategy is not None and replicas > 1)
-        train_cfg = cfg
-        if cfg.scale_lr and replicas > 1:
-            train_cfg = replace(cfg, learning_rate=cfg.learning_rate * replicas)
-        compile_model(model, train_cfg, steps)
+    compile_for(saved_frozen)
     if options.summary and env.is_chief:
         model.summary()
     best_weights = restore_state(model, run_dir, state, scope) if state is not None else None
+    if frozen_in(cfg, start_epoch) != saved_frozen:  # killed just after the last frozen epoch
+        compile_for(frozen_in(cfg, start_epoch))
     trim_history(run_dir, start_epoch)
     if state is not None and options.verbose:
         print(f"{run_dir}: resuming after epoch {start_epoch} of {cfg.epochs}")
@@ -291,13 +333,33 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
         if best_weights is not None:
             model.set_weights(best_weights)
     else:
-        callbacks = list(env.first_callbacks) + make_callbacks(
-            run_dir, cfg, has_val, keep_previous=env.gather_ints is not None, resumed=state,
-            best_weights=best_weights)
-        # the dataset orders and shuffles itself, seeded per epoch
-        with deferred_interrupt():  # Ctrl-C raised at a batch end, never lost in a gc callback
-            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start_epoch,
-                      steps_per_epoch=steps, callbacks=callbacks, verbose=options.verbose, shuffle=False)
+        # a --freeze-backbone run with --unfreeze-after trains in two fits, the second as a resumed run
+        unfreeze = cfg.unfreeze_after if frozen_in(cfg, start_epoch) and cfg.unfreeze_after else cfg.epochs
+        stages = [(start_epoch, min(unfreeze, cfg.epochs))]
+        if unfreeze < cfg.epochs:
+            stages.append((unfreeze, cfg.epochs))
+        callbacks: list = []  # the first stage's, read by the second
+        for first, last in stages:
+            if first != start_epoch:
+                state = read_state(run_dir)
+                if state.latest.stopped_early:
+                    break
+                best_weights = early_stopping_of(callbacks).best_weights
+                compile_for(False)
+                # the examples from this epoch on, drawn as a run resumed here would draw them
+                if options.stream:
+                    train_ds, _, _, more = stream_datasets(run_config, global_batch)
+                    streamed_lists.append(more)
+                else:
+                    train_ds = array_datasets(run_config, global_batch, first, env.num_replicas > 1, False)[0]
+            callbacks = list(env.first_callbacks) + make_callbacks(
+                run_dir, cfg, has_val, keep_previous=env.gather_ints is not None, resumed=state,
+                best_weights=best_weights)
+            # the dataset orders and shuffles itself, seeded per epoch
+            with deferred_interrupt():  # Ctrl-C raised at a batch end, never lost in a gc callback
+                model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first,
+                          steps_per_epoch=steps, callbacks=callbacks, verbose=options.verbose, shuffle=False)
+    streamed = [entry for entries in streamed_lists for entry in entries]
     if options.stream and streamed:
         skipped = pd.DataFrame(sorted(set(streamed)), columns=["file", "reason"])
         write_skipped(skipped, run_dir / SKIPPED_FILE)

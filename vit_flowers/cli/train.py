@@ -35,7 +35,7 @@ OPTION_FLAGS: dict[str, str] = flags_by_dest(ModelConfig, TrainConfig)
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """`train`'s options: one per setting of the run's config (declared in
     `vit_flowers.config`), then those of the process (where, how, which devices)."""
-    groups = {name: p.add_argument_group(name) for name in ("data", "model", "training", "run dir", "devices")}
+    groups = {name: p.add_argument_group(name) for name in ("data", "model", "training", "transfer", "run dir", "devices")}
     add_settings(p, ModelConfig, TrainConfig, groups=groups)
     groups["model"].add_argument(
         "--preset", choices=sorted(PRESETS) + sorted(PRESET_ALIASES), default=None,
@@ -134,7 +134,7 @@ def option_value(dest: str, args: argparse.Namespace) -> Any:
 
 def build_run_config(args: argparse.Namespace):
     """Turn train options into a RunConfig (reads the training list for the class names)."""
-    from ..config import RunConfig, check_train_config
+    from ..config import RunConfig, check_train_config, check_transfer
     from ..model import model_config
 
     if args.train_list is None:
@@ -147,7 +147,9 @@ def build_run_config(args: argparse.Namespace):
     weights = resolve_weights(args.weights, args.model, args.stem)
     mcfg = model_config(args.model, _class_names(args.class_names, args.train_list), size, weights, **overrides)
     train = values_from(TrainConfig, args, read=lambda dest: option_value(dest, args))
-    return RunConfig(model=mcfg, train=check_train_config(TrainConfig(**train), "train options"))
+    run_config = RunConfig(model=mcfg, train=check_train_config(TrainConfig(**train), "train options"))
+    check_transfer(run_config.model, run_config.train, "train options")
+    return run_config
 
 
 def check_resume_options(saved, args: argparse.Namespace, given: set[str], config_path: Path) -> None:
