@@ -133,3 +133,89 @@ def test_unfreeze_after_without_a_frozen_backbone_is_refused_on_the_command_line
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "freeze_backbone" in err[0], err
+
+
+def cached_config(synthetic_data, **train):
+    return transfer_config(synthetic_data, **{"epochs": 2, "freeze_backbone": True, "cache_features": True, "augment": "none",
+                                             **train})
+
+
+@pytest.fixture(scope="module")
+def cached_run(synthetic_data, tmp_path_factory):
+    """Two epochs on stored features: (TrainResult, its config)."""
+    cfg = cached_config(synthetic_data)
+    return train(cfg, tmp_path_factory.mktemp("cached") / "run"), cfg
+
+
+def test_stored_features_are_what_the_live_forward_pass_feeds_the_layers_after_the_cnn(synthetic_data):
+    import keras
+
+    from vit_flowers.datasets import preprocess
+    from vit_flowers.filelists import read_file_list
+    from vit_flowers.images import load_images
+    from vit_flowers.model import build_classifier, feature_extractor, head_on_features
+
+    cfg = cached_config(synthetic_data)
+    model = build_classifier(cfg.model)
+    frame = read_file_list(cfg.train.train_list, cfg.model.class_names).head(12)
+    x = np.array(preprocess(load_images(frame["path"].tolist(), (SIZE, SIZE), progress=False).images))
+    backbone = model.layers[0]
+    # the live pass, by the backbone's own layers: its input scaling, then the CNN
+    live = backbone.get_layer("efficientnet_lite0")(backbone.layers[1](x), training=False)
+    stored = feature_extractor(model, cfg.model).predict(x, verbose=0)
+    np.testing.assert_allclose(stored, keras.ops.convert_to_numpy(live), rtol=1e-4, atol=1e-4)  # float rounding
+    np.testing.assert_allclose(head_on_features(model, cfg.model).predict(stored, verbose=0),
+                               model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_training_on_stored_features_gives_the_weights_of_training_on_the_photos(cached_run, tmp_path, imagenet):
+    from vit_flowers.model import build_classifier
+
+    result, cfg = cached_run
+    live = train(replace(cfg, train=replace(cfg.train, cache_features=False)), tmp_path / "live")
+    assert result.history["epoch"].tolist() == live.history["epoch"].tolist() == [0, 1]
+    for a, b in zip(result.model.get_weights(), live.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert all(np.array_equal(cnn_weights(result.model)[k], imagenet[k]) for k in imagenet)
+    fresh = build_classifier(cfg.model)
+    assert any(not np.allclose(a, b) for a, b in zip(head_weights(result.model), head_weights(fresh))), \
+        "the head did not train"
+
+
+def test_a_run_on_stored_features_resumes_to_the_uninterrupted_weights(cached_run, tmp_path):
+    from vit_flowers.model import load_run
+
+    result, cfg = cached_run
+    run = tmp_path / "run"
+    train(replace(cfg, train=replace(cfg.train, epochs=1)), run)
+    resumed = train(cfg, run, resume=True)
+    for a, b in zip(resumed.model.get_weights(), result.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    reloaded = load_run(run)[0]  # the run dir holds the whole model, as every run's does
+    for a, b in zip(reloaded.get_weights(), result.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("train_options, message", [
+    (dict(augment="basic"), "--augment"),
+    (dict(cutmix=0.5), "--cutmix"),
+    (dict(freeze_backbone=False), "--freeze-backbone"),
+    (dict(unfreeze_after=1), "--unfreeze-after"),
+])
+def test_stored_features_of_photos_that_change_or_a_part_that_trains_are_refused(synthetic_data, train_options,
+                                                                                   message):
+    from vit_flowers.config import check_train_config
+
+    with pytest.raises(ConfigError, match=message):
+        check_train_config(cached_config(synthetic_data, **train_options).train)
+
+
+def test_cache_features_with_augmentation_is_one_line_on_the_command_line(synthetic_data, capsys):
+    from vit_flowers import cli
+
+    argv = ["train", "--model", "tiny", "--stem", "efficientnet-lite0", "--patch-size", "16", "--image-size", "64",
+            "--train-list", str(synthetic_data / "training_files.csv"), "--freeze-backbone", "--cache-features",
+            "--augment", "basic", "--out", "x"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--augment" in err[0], err

@@ -212,6 +212,10 @@ class TrainConfig:
                                               "epochs left as --lr-schedule says, no warm-up (0: a tenth of "
                                               "--learning-rate)", metavar="RATE", low=0.0, high=10.0,
                                     group="transfer")
+    cache_features: bool = setting(False, help="with --freeze-backbone, no --unfreeze-after and no augmentation: "
+                                               "run the frozen part once per photo and train what follows it on "
+                                               "the stored features (the same forward pass, minutes faster)",
+                                   group="transfer")
     tensorboard: bool = setting(True, help="do not write RUN/logs/, the TensorBoard log of loss, accuracy, "
                                            "validation metrics and learning rate per epoch (open it with "
                                            "tensorboard --logdir RUN/logs)", flag="--no-tensorboard", group="run dir")
@@ -310,14 +314,33 @@ def check_train_config(cfg: TrainConfig, where: str = "train") -> TrainConfig:
     if cfg.unfreeze_after and not cfg.freeze_backbone:
         raise ConfigError(f"{where}: unfreeze_after {cfg.unfreeze_after} needs freeze_backbone (--freeze-backbone): "
                           f"there is nothing frozen to unfreeze")
+    if cfg.cache_features:
+        check_cacheable(cfg, where)
     if cfg.cutmix > 0 and cfg.mixup_alpha > 0:
         raise ConfigError(f"{where}: cutmix {cfg.cutmix} and mixup_alpha {cfg.mixup_alpha}: choose one of the two")
     return cfg
 
 
+def check_cacheable(cfg: TrainConfig, where: str = "train") -> None:
+    """--cache-features stores the frozen part's output once per photo: it
+    needs that part frozen for the whole run and each photo seen unchanged."""
+    if not cfg.freeze_backbone or cfg.unfreeze_after:
+        raise ConfigError(f"{where}: cache_features (--cache-features) needs --freeze-backbone without "
+                          f"--unfreeze-after: the stored features are those of the frozen part")
+    changed = {f"--augment {cfg.augment} (use --augment none)": cfg.augment != "none",
+               "--mixup": cfg.mixup_alpha > 0, "--cutmix": cfg.cutmix > 0, "--rand-augment": cfg.rand_augment > 0,
+               "--load-size": cfg.load_size > 0}
+    used = [name for name, on in changed.items() if on]
+    if used:
+        raise ConfigError(f"{where}: --cache-features computes each photo's features once, so every epoch must see "
+                          f"the photo unchanged: {', '.join(used)}")
+
+
 def check_transfer(model: ModelConfig, train: TrainConfig, where: str = "train") -> None:
     """--freeze-backbone needs a pretrained part to freeze: the hybrid's CNN,
     or a vit_keras backbone with pretrained weights."""
+    if train.cache_features:
+        check_cacheable(train, where)
     if not train.freeze_backbone:
         return
     if model.stem == "efficientnet-lite0" or (model.stem == "patch" and model.weights != "none"):

@@ -177,6 +177,25 @@ def array_dataset(
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def feature_dataset(features: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
+                    training: bool = False, seed: int = 0, start_epoch: int = 0, drop_remainder: bool = False):
+    """Batches of (stored features, one-hot labels) for `--cache-features`:
+    for training, `len // batch_size` full batches an epoch in the order
+    `array_dataset` draws for the same seed and epoch (`epoch_orders`); for
+    evaluation, one pass in order."""
+    import tensorflow as tf
+
+    onehot = one_hot(labels, num_classes)
+    if not training:
+        ds = tf.data.Dataset.from_tensor_slices((features, onehot))
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    per_epoch = (len(features) // batch_size) * batch_size
+    table_x, table_y = tf.constant(features), tf.constant(onehot)
+    ds = epoch_orders(len(features), per_epoch, seed, start_epoch).map(
+        lambda i: (tf.gather(table_x, i), tf.gather(table_y, i)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
 def file_dataset(
     paths: Sequence[str],
     labels: Sequence[int] | None,

@@ -336,6 +336,46 @@ def set_frozen(model, cfg: ModelConfig, frozen: bool) -> None:
                 layer.trainable = False
 
 
+def split_at_pretrained(model, cfg: ModelConfig) -> tuple[list, list]:
+    """The classifier as two chains of layers: up to and including its
+    pretrained part, and everything after it (`--cache-features` runs the
+    first once per photo and trains the second)."""
+    backbone, head = model.layers[0], list(model.layers[1:])
+    if cfg.stem != HYBRID_STEM:
+        return [backbone], head
+    chain = [layer for layer in backbone.layers if layer.__class__.__name__ != "InputLayer"]
+    cut = chain.index(backbone.get_layer(HYBRID_CNN)) + 1
+    return chain[:cut], chain[cut:] + head
+
+
+def _chain_model(layers: list, input_shape: tuple[int, ...], name: str):
+    """A functional model calling `layers` one after the other on a new input;
+    the layers (and so the weights) are those of the model they come from."""
+    import keras
+    from vit_keras import layers as vit_layers
+
+    x = keras.layers.Input(shape=input_shape)
+    y = x
+    for layer in layers:
+        y = layer(y)
+        if isinstance(layer, vit_layers.TransformerBlock):
+            y = y[0]  # vit_keras' blocks also return their attention weights
+    return keras.Model(x, y, name=name)
+
+
+def feature_extractor(model, cfg: ModelConfig):
+    """Images (the pipeline's [-1, 1] scaling) -> the pretrained part's output."""
+    before, _ = split_at_pretrained(model, cfg)
+    return _chain_model(before, (*cfg.image_size, 3), "pretrained_features")
+
+
+def head_on_features(model, cfg: ModelConfig):
+    """The pretrained part's output -> class probabilities, through the
+    classifier's own layers after it: training this trains `model`."""
+    before, after = split_at_pretrained(model, cfg)
+    return _chain_model(after, tuple(before[-1].output.shape[1:]), "head_on_features")
+
+
 def _nested_layers(model) -> list:
     """Every layer inside `model`, nested models walked through."""
     found = []

@@ -21,7 +21,15 @@ from .errors import BadInputError, ConfigError
 from .filelists import read_file_list, require_classes
 from .images import load_images, write_skipped
 from .interrupt import deferred_interrupt
-from .model import CONFIG_FILE, WEIGHTS_FILE, build_classifier, save_weights, set_frozen
+from .model import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    build_classifier,
+    feature_extractor,
+    head_on_features,
+    save_weights,
+    set_frozen,
+)
 from .rundir import (
     CURVES_FILE,
     SKIPPED_FILE,
@@ -148,6 +156,24 @@ def training_load_size(run_config: RunConfig) -> tuple[int, int]:
     return cfg.load_size, round(width * cfg.load_size / height)
 
 
+def load_training_lists(run_config: RunConfig, global_batch: int, progress: bool, size: tuple[int, int]):
+    """Decode the training list at `size` and the validation list at the
+    model's input: (x_train, y_train, x_val or None, y_val or None, skipped files)."""
+    cfg, mcfg = run_config.train, run_config.model
+    x_train, y_train, skipped = load_list(cfg.train_list, mcfg.class_names, size, progress=progress)
+    if len(x_train) == 0:
+        raise BadInputError(f"{cfg.train_list}: no image in the list could be read")
+    require_classes(pd.DataFrame({"label": y_train}), mcfg.class_names, cfg.train_list)
+    if len(x_train) < global_batch:
+        raise BadInputError(f"{cfg.train_list}: {len(x_train)} images, fewer than one batch of {global_batch}")
+    x_val = y_val = None
+    if cfg.val_list:
+        x_val, y_val, skipped_val = load_list(cfg.val_list, mcfg.class_names, tuple(mcfg.image_size),
+                                              progress=progress)
+        skipped = pd.concat([skipped, skipped_val], ignore_index=True)
+    return x_train, y_train, x_val, y_val, skipped
+
+
 def array_datasets(run_config: RunConfig, global_batch: int, start_epoch: int, equal_shards: bool,
                    progress: bool):
     """Load the lists into memory: (train, val or None, steps per epoch, skipped files).
@@ -160,24 +186,35 @@ def array_datasets(run_config: RunConfig, global_batch: int, start_epoch: int, e
 
     cfg, mcfg = run_config.train, run_config.model
     size = (mcfg.image_size[0], mcfg.image_size[1])
-    x_train, y_train, skipped = load_list(cfg.train_list, mcfg.class_names, training_load_size(run_config),
-                                          progress=progress)
-    if len(x_train) == 0:
-        raise BadInputError(f"{cfg.train_list}: no image in the list could be read")
-    require_classes(pd.DataFrame({"label": y_train}), mcfg.class_names, cfg.train_list)
-    if len(x_train) < global_batch:
-        raise BadInputError(f"{cfg.train_list}: {len(x_train)} images, fewer than one batch of {global_batch}")
+    x_train, y_train, x_val, y_val, skipped = load_training_lists(run_config, global_batch, progress,
+                                                                  training_load_size(run_config))
     train_ds = array_dataset(x_train, y_train, mcfg.num_classes, global_batch, training=True,
                              augment=cfg.augment, mixup_alpha=cfg.mixup_alpha, seed=cfg.seed,
                              start_epoch=start_epoch, output_size=size, cutmix=cfg.cutmix,
                              rand_ops=cfg.rand_augment, rand_strength=cfg.rand_strength)
     val_ds = None
-    if cfg.val_list:
-        x_val, y_val, skipped_val = load_list(cfg.val_list, mcfg.class_names, size, progress=progress)
-        skipped = pd.concat([skipped, skipped_val], ignore_index=True)
+    if x_val is not None:
         # several processes need equal shards: the last partial batch is not evaluated there
         val_ds = array_dataset(x_val, y_val, mcfg.num_classes, global_batch, drop_remainder=equal_shards)
     return train_ds, val_ds, len(x_train) // global_batch, skipped
+
+
+def feature_datasets(lists: tuple, extractor, run_config: RunConfig, global_batch: int, start_epoch: int):
+    """`--cache-features`: the frozen part run once over the loaded lists
+    (`load_training_lists`' tuple), its outputs batched as the images would
+    be: (train, val or None)."""
+    from .datasets import array_dataset, feature_dataset
+
+    cfg, mcfg = run_config.train, run_config.model
+    x_train, y_train, x_val, y_val, _ = lists
+
+    def features(images):
+        return extractor.predict(array_dataset(images, None, mcfg.num_classes, global_batch), verbose=0)
+
+    train_ds = feature_dataset(features(x_train), y_train, mcfg.num_classes, global_batch, training=True,
+                               seed=cfg.seed, start_epoch=start_epoch)
+    val_ds = None if x_val is None else feature_dataset(features(x_val), y_val, mcfg.num_classes, global_batch)
+    return train_ds, val_ds
 
 
 def stream_datasets(run_config: RunConfig, global_batch: int):
@@ -284,17 +321,26 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
     replicas = strategy.num_replicas_in_sync if strategy is not None else env.num_replicas
     global_batch = cfg.batch_size * replicas
     start_epoch = state.latest.epoch if state else 0
+    if cfg.cache_features and (options.stream or env.num_replicas > 1):
+        raise BadInputError("--cache-features stores the features of loaded lists on one device; it cannot be "
+                            "combined with --stream or several replicas")
+    lists = None
     if options.stream:
         if options.strict:
             raise BadInputError("--strict needs the images loaded up front; it cannot be combined with --stream")
         train_ds, val_ds, steps, streamed = stream_datasets(run_config, global_batch)
         skipped = pd.DataFrame(columns=["file", "reason"])
         streamed_lists = [streamed]  # each stream fills its list with the files it could not read
+    elif cfg.cache_features:  # the datasets come once the model exists
+        streamed_lists = []
+        lists = load_training_lists(run_config, global_batch, bool(options.verbose), tuple(mcfg.image_size))
+        train_ds = val_ds = None
+        steps, skipped = len(lists[0]) // global_batch, lists[4]
     else:
         streamed_lists = []
         train_ds, val_ds, steps, skipped = array_datasets(run_config, global_batch, start_epoch,
                                                           env.num_replicas > 1, bool(options.verbose))
-    has_val = val_ds is not None
+    has_val = val_ds is not None or (lists is not None and lists[2] is not None)
     if options.strict and len(skipped):
         first = skipped.iloc[0]
         raise BadInputError(f"{first['file']}: {first['reason']} (--strict stops at the first bad file)")
@@ -312,18 +358,25 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
         with scope:
             if cfg.freeze_backbone:
                 set_frozen(model, mcfg, frozen)
-            compile_model(model, phase, steps)
+            compile_model(fit_model, phase, steps)
 
     # the phase the backup was written in, and the phase of the next epoch
     saved_frozen = frozen_in(cfg, start_epoch - 1 if state else start_epoch)
     with scope:
-        # synchronised batch statistics make N replicas train like one device;
-        # a resumed run's weights all come from its backup
-        model = build_classifier(mcfg, load_pretrained=state is None, sync_batchnorm=strategy is not None and replicas > 1)
+        # synchronised batch statistics make N replicas train like one device; a resumed run's weights
+        # come from its backup, but for the frozen part of a --cache-features run, which it does not hold
+        model = build_classifier(mcfg, load_pretrained=state is None or cfg.cache_features,
+                                 sync_batchnorm=strategy is not None and replicas > 1)
+        # what fit trains: the model, or with --cache-features its layers after the frozen part (the same weights)
+        fit_model = head_on_features(model, mcfg) if cfg.cache_features else model
+    if lists is not None:
+        train_ds, val_ds = feature_datasets(lists, feature_extractor(model, mcfg), run_config, global_batch,
+                                            start_epoch)
+        lists = None  # the photos are no longer needed
     compile_for(saved_frozen)
     if options.summary and env.is_chief:
         model.summary()
-    best_weights = restore_state(model, run_dir, state, scope) if state is not None else None
+    best_weights = restore_state(fit_model, run_dir, state, scope) if state is not None else None
     if frozen_in(cfg, start_epoch) != saved_frozen:  # killed just after the last frozen epoch
         compile_for(frozen_in(cfg, start_epoch))
     trim_history(run_dir, start_epoch)
@@ -331,7 +384,7 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
         print(f"{run_dir}: resuming after epoch {start_epoch} of {cfg.epochs}")
     if finished:  # killed after the last epoch's backup, before the weights were written
         if best_weights is not None:
-            model.set_weights(best_weights)
+            fit_model.set_weights(best_weights)
     else:
         # a --freeze-backbone run with --unfreeze-after trains in two fits, the second as a resumed run
         unfreeze = cfg.unfreeze_after if frozen_in(cfg, start_epoch) and cfg.unfreeze_after else cfg.epochs
@@ -357,7 +410,7 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
                 best_weights=best_weights)
             # the dataset orders and shuffles itself, seeded per epoch
             with deferred_interrupt():  # Ctrl-C raised at a batch end, never lost in a gc callback
-                model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first,
+                fit_model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first,
                           steps_per_epoch=steps, callbacks=callbacks, verbose=options.verbose, shuffle=False)
     streamed = [entry for entries in streamed_lists for entry in entries]
     if options.stream and streamed:
