@@ -73,8 +73,8 @@ def test_shipped_weights_load_into_any_cut_up_to_stride_16_and_refuse_the_rest()
     for label, layer in weighted_layers(shallow).items():  # the same arrays wherever a layer is in both
         for a, b in zip(layer.get_weights(), hybrid.get_layer(label).get_weights()):
             np.testing.assert_array_equal(a, b)
-    assert np.any(hybrid.get_layer("_blocks.10._bn2").get_weights()[2] != 0)  # moving mean set, not the init
-    with pytest.raises(ValueError, match="_blocks.11"):
+    assert np.any(hybrid.get_layer("blocks.10._bn2").get_weights()[2] != 0)  # moving mean set, not the init
+    with pytest.raises(ValueError, match="blocks.11"):
         load_imagenet_weights(efficientnet_lite0((SIZE, SIZE, 3), include_top=True))
 
 

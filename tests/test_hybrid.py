@@ -62,7 +62,7 @@ def test_the_cnn_holds_the_shipped_imagenet_weights_and_tokens_are_its_stride_16
                                                   "Transformer_encoderblock_0", "Transformer_encoder_norm",
                                                   "ExtractToken"]
     cnn = backbone.get_layer(HYBRID_CNN)
-    for name in ("_conv_stem", "_blocks.10._project_conv", "_blocks.10._bn2"):
+    for name in ("conv_stem", "blocks.10._project_conv", "blocks.10._bn2"):
         for have, want in zip(cnn.get_layer(name).get_weights(), bare.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(have, want)
     embedding = backbone.get_layer("embedding")
@@ -71,8 +71,8 @@ def test_the_cnn_holds_the_shipped_imagenet_weights_and_tokens_are_its_stride_16
     # non-square images give a non-square grid; building alone (as for a reload) leaves the CNN random
     other = build_backbone(hybrid_cfg([64, 96]))
     assert tuple(other.get_layer("embedding").output.shape[1:3]) == (4, 6)
-    stem = other.get_layer(HYBRID_CNN).get_layer("_conv_stem").kernel.numpy()
-    assert not np.array_equal(stem, bare.get_layer("_conv_stem").kernel.numpy())
+    stem = other.get_layer(HYBRID_CNN).get_layer("conv_stem").kernel.numpy()
+    assert not np.array_equal(stem, bare.get_layer("conv_stem").kernel.numpy())
 
 
 def test_a_trained_run_reloads_with_every_weight_from_its_file_and_predicts_the_same(trained, photos, imagenet_cnn,
@@ -95,7 +95,7 @@ def test_a_trained_run_reloads_with_every_weight_from_its_file_and_predicts_the_
         probs, _, _ = predict.predict_files(model, photos, (SIZE, SIZE), progress=False)
         np.testing.assert_allclose(probs, expected, atol=1e-5)
     # training moved the CNN off its ImageNet weights, so the file is what the reload read
-    for name in ("_conv_stem", "_bn0"):
+    for name in ("conv_stem", "bn0"):
         have = model.layers[0].get_layer(HYBRID_CNN).get_layer(name).get_weights()
         assert not np.allclose(have[0], imagenet_cnn.get_layer(name).get_weights()[0])
 

@@ -6,7 +6,7 @@
 
 It reads the .pth with `torch.load(weights_only=True)`, builds the whole Keras
 model of `vit_flowers.efficientnet_lite` (with its ImageNet top) and sets
-every weight by name, the Keras layer being named as the PyTorch module:
+every weight by name, the Keras layer being named as the PyTorch module less its leading underscore:
 
     Conv2D kernel           OIHW          -> HWIO (kh, kw, in, out)
     DepthwiseConv2D kernel  (C, 1, kh, kw) -> (kh, kw, C, 1)
@@ -70,7 +70,9 @@ def keras_arrays(layer, state: dict) -> tuple[list, list[str]]:
     """The arrays for `layer`'s weights, in its order, and the state-dict keys they came from."""
     from keras import layers
 
-    prefix = layer.name
+    from vit_flowers.efficientnet_lite import state_dict_name
+
+    prefix = state_dict_name(layer.name)
     if isinstance(layer, layers.DepthwiseConv2D):  # before Conv2D: not a subclass in Keras 3, but be safe
         keys = [f"{prefix}.weight"]
         arrays = [state[keys[0]].transpose(2, 3, 0, 1)]

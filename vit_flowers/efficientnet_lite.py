@@ -27,10 +27,12 @@ under Apache-2.0: vit_flowers/weights/LICENSE-efficientnet-lite0.txt says
 where they come from, what was changed, and holds the licence text. Torch is
 needed for the conversion and its test only, never at run time.
 
-Layer names are the state dict's module names (`_conv_stem`, `_bn0`,
-`_blocks.N._expand_conv`, `_blocks.N._bn0`, `_blocks.N._depthwise_conv`,
-`_blocks.N._bn1`, `_blocks.N._project_conv`, `_blocks.N._bn2`, `_conv_head`,
-`_bn1`, `_fc`), so that every weight has exactly one name on both sides.
+Layer names are the state dict's module names without their leading
+underscore (`conv_stem`, `bn0`, `blocks.N._expand_conv`, `blocks.N._bn0`,
+`blocks.N._depthwise_conv`, `blocks.N._bn1`, `blocks.N._project_conv`,
+`blocks.N._bn2`, `conv_head`, `bn1`, `fc`; `state_dict_name` puts it back),
+so that every weight has exactly one name on both sides; a TensorFlow
+SavedModel refuses variable names that start with an underscore.
 
 The details a port must match (checked against PyTorch on real photos by
 tests/test_efficientnet_lite.py):
@@ -187,8 +189,8 @@ def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = True, cut:
         return layers.ReLU(max_value=6.0, name=label)
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="_conv_stem")(inputs)
-    x = relu6("_relu_stem")(bn("_bn0")(x))
+    x = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="conv_stem")(inputs)
+    x = relu6("relu_stem")(bn("bn0")(x))
     if cut == "stem":
         return keras.Model(inputs, x, name=name)
 
@@ -196,18 +198,18 @@ def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = True, cut:
     for number, stage in enumerate(STAGES, start=1):
         for repeat in range(stage.repeats):
             stride = stage.stride if repeat == 0 else 1
-            x = _mbconv(x, f"_blocks.{block}", channels, stage.channels, stage.expand, stage.kernel, stride,
+            x = _mbconv(x, f"blocks.{block}", channels, stage.channels, stage.expand, stage.kernel, stride,
                         bn, relu6)
             block, channels = block + 1, stage.channels
         if cut == f"stage{number}":
             return keras.Model(inputs, x, name=name)
 
-    x = layers.Conv2D(HEAD_CHANNELS, 1, padding="same", use_bias=False, name="_conv_head")(x)
-    x = relu6("_relu_head")(bn("_bn1")(x))
+    x = layers.Conv2D(HEAD_CHANNELS, 1, padding="same", use_bias=False, name="conv_head")(x)
+    x = relu6("relu_head")(bn("bn1")(x))
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="_avg_pooling")(x)
-        x = layers.Dropout(DROPOUT, name="_dropout")(x)
-        x = layers.Dense(NUM_CLASSES, name="_fc")(x)
+        x = layers.GlobalAveragePooling2D(name="avg_pooling")(x)
+        x = layers.Dropout(DROPOUT, name="dropout")(x)
+        x = layers.Dense(NUM_CLASSES, name="fc")(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -229,6 +231,11 @@ def _mbconv(x, prefix, channels_in, channels_out, expand, kernel, stride, bn, re
     if stride == 1 and channels_in == channels_out:
         y = layers.Add(name=f"{prefix}._add")([x, y])
     return y
+
+
+def state_dict_name(layer_name: str) -> str:
+    """The PyTorch module name of a layer of `efficientnet_lite0`."""
+    return "_" + layer_name
 
 
 def weighted_layers(model) -> dict:
