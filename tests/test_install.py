@@ -28,7 +28,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "flowers-vit-small"
+MODEL = "flowers-hybrid-lite0"
 MODEL_IN_WHEEL = f"vit_flowers/default_models/{MODEL}"
 MODEL_FILES = ("config.json", "model.weights.h5", "COMMAND.md", "metrics.json", "history.csv",
                "confusion_matrix.png", "training_curves.png")

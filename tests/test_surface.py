@@ -56,7 +56,7 @@ COMMANDS_PAGE = REPO / "docs" / "commands.md"  # "The commands": the exit codes
 FAILURES_PAGE = REPO / "docs" / "reliability.md"  # "What happens when things go wrong": the failure table
 SCRIPTS = REPO / "scripts"
 VIT_FLOWERS = Path(sys.executable).parent / "vit-flowers"  # the console script of this environment
-SHIPPED_RUN = REPO / "models" / "flowers-vit-small"
+REAL_RUN = REPO / "models" / "flowers-vit-small"  # a real run dir of the repository, the quickest to load
 TIMEOUT_S = 300
 WORKERS = 2 * (os.cpu_count() or 1) + 2  # subprocesses mostly wait on imports and disk
 TF_MARKER_ENV = "VIT_FLOWERS_TEST_TF_IMPORTED"
@@ -283,7 +283,7 @@ class Shared:
     """Inputs every case may read (never written): a real run dir, images and a good list."""
 
     root: Path
-    run: Path  # the shipped model's config.json and model.weights.h5
+    run: Path  # a real run's config.json and model.weights.h5
     images: Path  # roses/ and tulips/, three PNGs each
     good_list: Path  # those six images
 
@@ -565,14 +565,14 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> Shared:
-    """A real run dir (the shipped model's two files), six small images and their list."""
+    """A real run dir (the from-scratch model's two files), six small images and their list."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("shared")
     run = root / "run"
     run.mkdir()
     for name in ("config.json", "model.weights.h5"):
-        shutil.copy(SHIPPED_RUN / name, run / name)
+        shutil.copy(REAL_RUN / name, run / name)
     for c, name in enumerate(("roses", "tulips")):
         (root / "images" / name).mkdir(parents=True)
         for i in range(3):

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 MODELS_PACKAGE = "vit_flowers.default_models"
-DEFAULT_MODEL_NAME = "flowers-vit-small"
+DEFAULT_MODEL_NAME = "flowers-hybrid-lite0"
 
 
 def default_model_dir() -> Path:
