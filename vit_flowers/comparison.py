@@ -11,7 +11,9 @@ over the list, and writes for those:
 - `comparison_grid.png` (two runs): both runs' attention on the same images;
 - `per_head.png`, `attention_distance.png`: the first run's heads;
 - `vit_keras_attention.png`: the post's own call (vit_keras) on the first image, for reference;
-- `attention_selection.csv` (the images shown) and `skipped_files.csv`.
+- `attention_selection.csv` (the images shown) and `skipped_files.csv`;
+- with `faithfulness`, the scores of every map on the images shown
+  (`faithfulness_job`).
 
 Filters (`--only`) use the first run's predictions. Figures an earlier run
 left in the folder that this one does not rewrite are removed, so the
@@ -32,6 +34,8 @@ import pandas as pd
 
 from .choices import ONLY, PREDICTED
 from .errors import BadInputError
+from .faithfulness_job import DEFAULT_STEPS
+from .faithfulness_job import OWNED_OUTPUTS as FAITHFULNESS_OUTPUTS
 from .outputs import REPORT_FILE, SKIPPED_FILE
 
 if TYPE_CHECKING:
@@ -48,7 +52,7 @@ VIT_KERAS_FILE = "vit_keras_attention.png"
 SELECTION_FILE = "attention_selection.csv"
 # every file name the command writes: an earlier run's that this one did not rewrite are removed
 OWNED_OUTPUTS = ("attention_[0-9][0-9]_*.png", GRID_FILE, COMPARISON_FILE, PER_HEAD_FILE, DISTANCE_FILE,
-                 "vit_keras_attention.png", SELECTION_FILE, SKIPPED_FILE, REPORT_FILE)
+                 "vit_keras_attention.png", SELECTION_FILE, SKIPPED_FILE, REPORT_FILE, *FAITHFULNESS_OUTPUTS)
 
 
 def run_names(run_dirs: Sequence[str | Path]) -> list[str]:
@@ -215,12 +219,17 @@ def plot_comparison(
     progress: bool = True,
     report: bool = True,
     final_dir: str | Path | None = None,
+    faithfulness: bool = False,
+    faithfulness_steps: int = DEFAULT_STEPS,
+    boxes: str | Path | None = None,
 ) -> list[Path]:
     """Write the attention figures of the images `inputs` (rows file, true)
     for one or two run dirs, and with `report` the page `report.html` (each
     image across the runs, side by side); returns the files written.
     `final_dir`: where the outputs end up when `out_dir` is a staging folder
-    (for the messages)."""
+    (for the messages). `faithfulness`: also score every map of the first
+    run on the images shown, in `faithfulness_steps` steps, with `boxes`
+    (a CSV of file, x0, y0, x1, y1) the pointing game too."""
     from . import atomic, plots
     from .attention import vit_keras_attention_map
     from .images import SKIPPED_COLUMNS, none_readable_message, write_skipped
@@ -284,9 +293,17 @@ def plot_comparison(
         selection[f"confidence{suffix}"] = view.confidence
     selection["figure"] = figure_names
     written.append(atomic.write_csv(out_dir / SELECTION_FILE, selection))
+    faithful_rows = None
+    if faithfulness:
+        from .faithfulness_job import report_rows, score_faithfulness, write_faithfulness
+
+        scored = score_faithfulness(model, model_images[0], files, class_names, faithfulness_steps, batch_size, boxes)
+        written += write_faithfulness(out_dir, scored)
+        faithful_rows = report_rows(scored)
     if report:
         from .report import write_comparison_report
 
-        written.append(write_comparison_report(out_dir, files, true, display, views, skipped))
+        written.append(write_comparison_report(out_dir, files, true, display, views, skipped,
+                                               faithfulness=faithful_rows))
     remove_stale(out_dir, written, OWNED_OUTPUTS)
     return written

@@ -269,3 +269,29 @@ def attention_distance_figure(distance: np.ndarray, path: str | Path, title: str
         ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return _save(path, fig)
+
+
+# ---------------------------------------------------------------- faithfulness
+FAITHFULNESS_TITLES = {"deletion": "deletion (most relevant first; low is faithful)",
+                       "insertion": "insertion into a blurred photo (high is faithful)",
+                       "negative": "deletion, least relevant first (high is faithful)"}
+
+
+def faithfulness_curves(curves: dict[str, dict[str, np.ndarray]], path: str | Path) -> Path:
+    """The mean perturbation curve of every method, one panel per kind: the
+    predicted class's probability against the share of patches changed."""
+    kinds = list(FAITHFULNESS_TITLES)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.2), sharey=True)
+    for ax, kind in zip(axes, kinds):
+        for method, by_kind in curves.items():
+            mean = np.asarray(by_kind[kind]).mean(axis=0)
+            baseline = method in ("random", "gaussian")
+            ax.plot(np.linspace(0, 1, len(mean)), mean, "--" if baseline else "-", label=method,
+                    linewidth=2.0 if method.startswith("rollout-mean") else 1.2)
+        ax.set_title(FAITHFULNESS_TITLES[kind], fontsize=10)
+        ax.set_xlabel("share of patches changed")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("probability of the predicted class")
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _save(path, fig)

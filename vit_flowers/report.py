@@ -563,11 +563,14 @@ def comparison_rows(files: Sequence[str], true: Sequence[str], display: np.ndarr
 
 def write_comparison_report(out_dir: str | os.PathLike, files: Sequence[str], true: Sequence[str],
                             display: np.ndarray, views: Sequence[RunViewLike],
-                            skipped: pd.DataFrame | None = None, file_name: str = REPORT_FILE) -> Path:
-    """Write `report.html` for the `plot` command: each image across the runs, side by side."""
+                            skipped: pd.DataFrame | None = None, file_name: str = REPORT_FILE,
+                            faithfulness: list[dict] | None = None) -> Path:
+    """Write `report.html` for the `plot` command: each image across the runs,
+    side by side; with `faithfulness` (`faithfulness_job.report_rows`) the
+    table of how faithful each map is."""
     names = [v.name for v in views]
     html = render("comparison.html", page="comparison", title="Attention comparison",
                   subtitle=" vs ".join(display_name(n) for n in names), run_names=names,
                   rows=comparison_rows(files, true, display, views), skipped=skipped_rows(skipped),
-                  has_class_maps=any(v.class_maps is not None for v in views))
+                  has_class_maps=any(v.class_maps is not None for v in views), faithfulness=faithfulness)
     return write_page(Path(out_dir) / file_name, html)

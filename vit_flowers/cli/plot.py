@@ -4,8 +4,9 @@ images, and their page."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..errors import EXIT_OK
+from ..errors import EXIT_OK, BadInputError
 from ..outputs import SKIPPED_FILE, claim_output_dir
 from .common import add_input_args, add_shared, positive_int, read_inputs
 
@@ -33,6 +34,17 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                    help=f"add a class-specific (gradient-weighted) map of the first run for class NAME, or "
                         f"'{PREDICTED}' for each image's predicted class")
+    p.add_argument("--faithfulness", action="store_true",
+                   help="also score every map of the first run on the images shown: deletion, insertion and "
+                        "negative perturbation AUCs per photo and method (faithfulness.csv), their means with "
+                        "bootstrap intervals (faithfulness_summary.csv), the maps (faithfulness_maps.npz), the "
+                        "mean curves (faithfulness_curves.png) and a table on report.html")
+    p.add_argument("--faithfulness-steps", type=positive_int, default=16, metavar="N",
+                   help="with --faithfulness: patches are changed in N equal steps")
+    p.add_argument("--boxes", type=Path, default=None, metavar="CSV",
+                   help="with --faithfulness: a box per photo (columns file, x0, y0, x1, y1 in the photo's "
+                        "pixels; the inspection set's defects.csv has this form) for the pointing game and the "
+                        "share of each map's mass inside the box")
     add_shared(p, "--batch-size", "plot")
     add_shared(p, "--no-report", "plot")
 
@@ -45,12 +57,19 @@ def run_plot(args: argparse.Namespace) -> int:
     check_options(runs, args.limit, args.only, args.discard_ratio, args.batch_size)
     configs = [check_run_files(run) for run in runs]
     inputs = read_inputs(args, configs[0].model.class_names)
+    if args.boxes is not None:
+        if not args.faithfulness:
+            raise BadInputError("--boxes scores maps: it needs --faithfulness")
+        from ..faithfulness_job import check_boxes
+
+        check_boxes(args.boxes, inputs["file"].tolist())  # a bad row: exit 2 before the model loads
     with claim_output_dir(args.out, "plot", keep_on_bad_input=[SKIPPED_FILE]) as claim:
         written = plot_comparison(
             runs, claim.staging(), inputs=inputs, limit=args.limit, only=args.only, head_fusion=args.head_fusion,
             discard_ratio=args.discard_ratio, class_name=args.class_name, batch_size=args.batch_size,
             normalize=args.normalize, start_layer=args.start_layer, stop_layer=args.stop_layer,
             head_layer=args.head_layer, report=not args.no_report, final_dir=claim.folder,
+            faithfulness=args.faithfulness, faithfulness_steps=args.faithfulness_steps, boxes=args.boxes,
         )
         claim.commit(OWNED_OUTPUTS)
     print(f"{len(written)} files -> {claim.folder}")
