@@ -185,7 +185,7 @@ def test_a_resumed_run_restores_the_average_of_its_best_epoch(ema_run):
 
     run_dir, cfg, _ = ema_run
     model = _compiled(run_dir, cfg)
-    best = restore_state(model, run_dir, read_state(run_dir), contextlib.nullcontext())
+    best = restore_state(model, run_dir, read_state(run_dir), contextlib.nullcontext)
     shipped, _ = load_run(run_dir)
     for mine, kept in zip(best, shipped.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, kept)

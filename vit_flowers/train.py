@@ -246,11 +246,12 @@ def stream_datasets(run_config: RunConfig, global_batch: int):
 def restore_state(model, run_dir: Path, state: RunState, scope) -> list | None:
     """Put the model, its optimizer and its random states back as they were
     after the state's epoch; return the best epoch's weights (for early
-    stopping to restore at the end)."""
+    stopping to restore at the end). `scope` makes the context to create
+    variables in (a strategy's scope), once per use."""
     from .callbacks import set_rng_state
 
     folder = backup_dir(run_dir)
-    with scope:
+    with scope():
         model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
     best = None
     try:
@@ -262,7 +263,7 @@ def restore_state(model, run_dir: Path, state: RunState, scope) -> list | None:
                 model.optimizer.finalize_variable_values(model.trainable_variables)
             best = model.get_weights()
         model.load_weights(str(folder / state.latest.weights))
-        with scope:
+        with scope():
             set_rng_state(model, state.latest.rng)
     except (OSError, ValueError) as err:
         raise ConfigError(f"{folder}: the backup cannot be loaded ({err}); start again with --overwrite") from err
@@ -348,37 +349,40 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
     run_config.save(run_dir / CONFIG_FILE)
     write_skipped(skipped, run_dir / SKIPPED_FILE)
 
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    def scope():
+        """A fresh context for each use: a distribution strategy's scope is entered once."""
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
     def compile_for(frozen: bool) -> None:
-        """Freeze or unfreeze the pretrained part and compile a fresh optimizer for that phase."""
+        """Freeze or unfreeze the pretrained part and compile a fresh optimizer
+        for that phase; call it inside `scope()`."""
         phase = phase_config(cfg, frozen)
         if cfg.scale_lr and replicas > 1:
             phase = replace(phase, learning_rate=phase.learning_rate * replicas)
-        with scope:
-            if cfg.freeze_backbone:
-                set_frozen(model, mcfg, frozen)
-            compile_model(fit_model, phase, steps)
+        if cfg.freeze_backbone:
+            set_frozen(model, mcfg, frozen)
+        compile_model(fit_model, phase, steps)
 
     # the phase the backup was written in, and the phase of the next epoch
     saved_frozen = frozen_in(cfg, start_epoch - 1 if state else start_epoch)
-    with scope:
+    with scope():
         # synchronised batch statistics make N replicas train like one device; a resumed run's weights
         # come from its backup, but for the frozen part of a --cache-features run, which it does not hold
         model = build_classifier(mcfg, load_pretrained=state is None or cfg.cache_features,
                                  sync_batchnorm=strategy is not None and replicas > 1)
         # what fit trains: the model, or with --cache-features its layers after the frozen part (the same weights)
         fit_model = head_on_features(model, mcfg) if cfg.cache_features else model
+        compile_for(saved_frozen)
     if lists is not None:
         train_ds, val_ds = feature_datasets(lists, feature_extractor(model, mcfg), run_config, global_batch,
                                             start_epoch)
         lists = None  # the photos are no longer needed
-    compile_for(saved_frozen)
     if options.summary and env.is_chief:
         model.summary()
     best_weights = restore_state(fit_model, run_dir, state, scope) if state is not None else None
     if frozen_in(cfg, start_epoch) != saved_frozen:  # killed just after the last frozen epoch
-        compile_for(frozen_in(cfg, start_epoch))
+        with scope():
+            compile_for(frozen_in(cfg, start_epoch))
     trim_history(run_dir, start_epoch)
     if state is not None and options.verbose:
         print(f"{run_dir}: resuming after epoch {start_epoch} of {cfg.epochs}")
@@ -398,7 +402,8 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
                 if state.latest.stopped_early:
                     break
                 best_weights = early_stopping_of(callbacks).best_weights
-                compile_for(False)
+                with scope():
+                    compile_for(False)
                 # the examples from this epoch on, drawn as a run resumed here would draw them
                 if options.stream:
                     train_ds, _, _, more = stream_datasets(run_config, global_batch)
