@@ -30,8 +30,11 @@ browser:
 	  || echo "chromium not installed: the browser test will skip"; \
 	else echo "chromium not installed (needs root and apt-get): the browser test will skip"; fi
 
+# pytest-xdist: test files spread over TEST_WORKERS processes (each file's tests stay in one, so module
+# fixtures are made once); many tests wait on subprocesses and disk, so 2 workers halve the time on 2 cores
+TEST_WORKERS ?= 2
 test: $(VENV)/.dev-installed browser lint  ## lint, then the test suite (fast tests; slow ones with `make test-slow`)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.dev-installed  ## ruff (pyflakes, import order, pyupgrade, bugbear) on everything that is Python here
 	$(BIN)/ruff check vit_flowers tests tools benchmarks scripts

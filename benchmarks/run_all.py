@@ -48,6 +48,8 @@ FIGURES = [
         ("export_tflite_vs_predict", None, "reported"), ("export_tflite_int8_vs_predict", None, "reported"),
         ("tflite_mib", None, ""), ("tflite_int8_mib", None, ""), ("tflite_ms_per_image", None, ""),
         ("tflite_int8_ms_per_image", None, "")]),
+    ("bench_faithfulness.py", "11. scoring every map's faithfulness vs the forward passes it needs", [
+        ("faithfulness_vs_forward", "<=", 1.5), ("faithfulness_seconds", None, "")]),
 ]
 BEGIN = "<!-- BEGIN GENERATED: benchmarks/run_all.py rewrites this block -->"
 END = "<!-- END GENERATED -->"

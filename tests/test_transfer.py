@@ -2,7 +2,7 @@
 `--fine-tune-rate`) on the hybrid stem: what is frozen stays as loaded, the
 batch norms of the pretrained part never move, the rate after unfreezing is
 the fine-tuning one, and a run killed at or after the switch resumes to the
-weights of an uninterrupted one. Small: 64 px, a one-layer encoder."""
+weights of an uninterrupted one. Small: 32 px (a 2x2 grid), a one-layer encoder."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from conftest import tiny_run_config
 from vit_flowers.config import check_transfer
 from vit_flowers.errors import ConfigError
 
-SIZE = 64
+SIZE = 32
 
 
 def transfer_config(synthetic_data, **train):
