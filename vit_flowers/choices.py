@@ -15,6 +15,8 @@ NORMALIZATIONS = ("matrix", "row")
 # the attention comparison (vit_flowers.comparison)
 ONLY = ("all", "correct", "wrong")
 PREDICTED = "predicted"  # --class predicted: each image's predicted class
+# plot --faithfulness (vit_flowers.faithfulness_job): patches changed in this many steps
+FAITHFULNESS_STEPS = 16
 # export (vit_flowers.export)
 EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
 

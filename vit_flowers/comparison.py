@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .choices import ONLY, PREDICTED
+from .choices import FAITHFULNESS_STEPS, ONLY, PREDICTED
 from .errors import BadInputError
-from .faithfulness_job import DEFAULT_STEPS
 from .faithfulness_job import OWNED_OUTPUTS as FAITHFULNESS_OUTPUTS
 from .outputs import REPORT_FILE, SKIPPED_FILE
 
@@ -220,7 +219,7 @@ def plot_comparison(
     report: bool = True,
     final_dir: str | Path | None = None,
     faithfulness: bool = False,
-    faithfulness_steps: int = DEFAULT_STEPS,
+    faithfulness_steps: int = FAITHFULNESS_STEPS,
     boxes: str | Path | None = None,
 ) -> list[Path]:
     """Write the attention figures of the images `inputs` (rows file, true)

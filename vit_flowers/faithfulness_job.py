@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
+from .choices import FAITHFULNESS_STEPS
 from .errors import BadInputError
 from .faithfulness import (
     mass_ratio,
@@ -41,7 +42,6 @@ SUMMARY_FILE = "faithfulness_summary.csv"
 MAPS_FILE = "faithfulness_maps.npz"
 CURVES_FILE = "faithfulness_curves.png"
 OWNED_OUTPUTS = (SCORES_FILE, SUMMARY_FILE, MAPS_FILE, CURVES_FILE)
-DEFAULT_STEPS = 16
 BOOTSTRAP_SEED = 0
 
 
@@ -53,44 +53,34 @@ class FaithfulnessResult:
     summary: pd.DataFrame
     maps: dict[str, np.ndarray]
     curves: dict[str, dict[str, np.ndarray]]
-    steps: int
-    has_boxes: bool
 
 
 def predictor(model) -> Callable[[np.ndarray], np.ndarray]:
-    """float32 model inputs -> probabilities, traced once: the model's layers
-    with fused attention where it is a chain (`model.fused_attention_call`)."""
-    import tensorflow as tf
+    """float32 model inputs -> probabilities, one batch a call, through
+    `predict.forward` (the package's traced graph, fused attention where it can)."""
+    from .predict import forward
 
-    from .model import fused_attention_call
-
-    call = fused_attention_call(model) or (lambda x: model(x, training=False))
-    traced = tf.function(call, reduce_retracing=True)
-    return lambda x: np.asarray(traced(tf.constant(x, tf.float32)))
+    return lambda x: forward(model, x, batch_size=len(x))
 
 
 def photo_sizes(files: Sequence[str]) -> np.ndarray:
     """(N, 2) height and width of each photo as the package decodes it (EXIF orientation applied)."""
     from PIL import Image
 
+    from .images import ORIENTATION
+
     sizes = []
     for file in files:
         with Image.open(file) as image:
             width, height = image.size
-            if image.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated a quarter turn
+            if image.getexif().get(ORIENTATION) in (5, 6, 7, 8):  # rotated a quarter turn
                 width, height = height, width
         sizes.append((height, width))
     return np.asarray(sizes, np.float64).reshape(-1, 2)
 
 
-def check_boxes(boxes: str | Path | None, files: Sequence[str]) -> None:
-    """Refuse a bad --boxes CSV before any model is loaded (exit 2, naming the row)."""
-    if boxes is not None:
-        read_boxes(boxes, files)
-
-
 def score_faithfulness(model, images: np.ndarray, files: Sequence[str], class_names: Sequence[str],
-                       steps: int = DEFAULT_STEPS, batch_size: int = 32, boxes: str | Path | None = None,
+                       steps: int = FAITHFULNESS_STEPS, batch_size: int = 32, boxes: str | Path | None = None,
                        seed: int = 0) -> FaithfulnessResult:
     """Every map the package makes for the predicted class of each photo
     (`images`: uint8 at the model's size, `files` their paths), scored by
@@ -112,7 +102,7 @@ def score_faithfulness(model, images: np.ndarray, files: Sequence[str], class_na
         scaled = scale_boxes(read_boxes(boxes, files), photo_sizes(files), size)
         scores["pointing"] = np.stack([pointing_hits(m, scaled, size) for m in maps.values()], 1).ravel().astype(int)
         scores["mass_ratio"] = np.stack([mass_ratio(m, scaled, size) for m in maps.values()], 1).ravel()
-    return FaithfulnessResult(scores, summary_table(scores, BOOTSTRAP_SEED), maps, curves, steps, boxes is not None)
+    return FaithfulnessResult(scores, summary_table(scores, BOOTSTRAP_SEED), maps, curves)
 
 
 def write_faithfulness(out_dir: str | Path, result: FaithfulnessResult) -> list[Path]:

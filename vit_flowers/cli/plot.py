@@ -13,7 +13,7 @@ from .common import add_input_args, add_shared, positive_int, read_inputs
 
 def add_plot_args(p: argparse.ArgumentParser) -> None:
     """Options of `vit-flowers plot`."""
-    from ..choices import HEAD_FUSIONS, NORMALIZATIONS, ONLY, PREDICTED
+    from ..choices import FAITHFULNESS_STEPS, HEAD_FUSIONS, NORMALIZATIONS, ONLY, PREDICTED
 
     add_input_args(p, several_runs=True)
     add_shared(p, "--out", "plot")
@@ -39,7 +39,7 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
                         "negative perturbation AUCs per photo and method (faithfulness.csv), their means with "
                         "bootstrap intervals (faithfulness_summary.csv), the maps (faithfulness_maps.npz), the "
                         "mean curves (faithfulness_curves.png) and a table on report.html")
-    p.add_argument("--faithfulness-steps", type=positive_int, default=16, metavar="N",
+    p.add_argument("--faithfulness-steps", type=positive_int, default=FAITHFULNESS_STEPS, metavar="N",
                    help="with --faithfulness: patches are changed in N equal steps")
     p.add_argument("--boxes", type=Path, default=None, metavar="CSV",
                    help="with --faithfulness: a box per photo (columns file, x0, y0, x1, y1 in the photo's "
@@ -60,9 +60,9 @@ def run_plot(args: argparse.Namespace) -> int:
     if args.boxes is not None:
         if not args.faithfulness:
             raise BadInputError("--boxes scores maps: it needs --faithfulness")
-        from ..faithfulness_job import check_boxes
+        from ..faithfulness import read_boxes
 
-        check_boxes(args.boxes, inputs["file"].tolist())  # a bad row: exit 2 before the model loads
+        read_boxes(args.boxes, inputs["file"].tolist())  # a bad row: exit 2 before the model loads
     with claim_output_dir(args.out, "plot", keep_on_bad_input=[SKIPPED_FILE]) as claim:
         written = plot_comparison(
             runs, claim.staging(), inputs=inputs, limit=args.limit, only=args.only, head_fusion=args.head_fusion,
