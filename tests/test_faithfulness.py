@@ -226,6 +226,76 @@ def test_method_maps_on_a_tiny_model(tiny_explainer):
     assert not np.allclose(maps["rollout-mean"], maps["rollout-mean-discard0.9"])
 
 
+# ------------------------------------------------------------ a ViT trained to look at one patch
+STRIPED = (0, 3)  # the patch whose stripes decide the class (top right of a 4 x 4 grid, far from the centre)
+
+
+def striped_photos(seed: int, n: int, absent: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """32 x 32 noise photos whose STRIPED patch has horizontal (class 0) or vertical
+    (class 1) stripes; in a share `absent` of them that patch is noise like the rest
+    and the target is 50/50. Returns (photos, one-hot or 50/50 targets)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(40, 216, (n, 32, 32, 3)).astype(np.uint8)
+    y = rng.integers(0, 2, n)
+    stripes = (np.arange(PATCH) % 2 * 200 + 28).astype(np.uint8)
+    rows = slice(STRIPED[0] * PATCH, (STRIPED[0] + 1) * PATCH)
+    cols = slice(STRIPED[1] * PATCH, (STRIPED[1] + 1) * PATCH)
+    x[y == 0, rows, cols] = stripes[:, None, None]
+    x[y == 1, rows, cols] = stripes[None, :, None]
+    targets = np.eye(2)[y]
+    gone = rng.random(n) < absent
+    x[gone, rows, cols] = rng.integers(40, 216, (int(gone.sum()), PATCH, PATCH, 3))
+    targets[gone] = 0.5
+    return x, targets
+
+
+@pytest.fixture(scope="module")
+def one_patch_scores():
+    """A tiny ViT of the package trained until its answer is the STRIPED patch's
+    stripes and nothing else (without them it says 50/50); every map of
+    `method_maps` on 20 new photos, with its RISE curves."""
+    import keras
+
+    from vit_flowers.attention import explainer_for
+    from vit_flowers.faithfulness_job import predictor
+    from vit_flowers.model import build_classifier, model_config
+
+    keras.utils.set_random_seed(4)
+    model = build_classifier(model_config("tiny", ["horizontal", "vertical"], 32, num_layers=2, hidden_size=32,
+                                          mlp_dim=64), load_pretrained=False)
+    x, targets = striped_photos(0, 768, absent=1 / 3)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="categorical_crossentropy")
+    model.fit(fa._preprocess(x), targets, epochs=10, batch_size=32, verbose=0)
+    photos_, targets = striped_photos(1, 20)
+    probs = predictor(model)(fa._preprocess(photos_))
+    assert (probs.argmax(axis=1) == targets.argmax(axis=1)).all() and probs.max(axis=1).min() > 0.9
+    maps = fa.method_maps(explainer_for(model), photos_, seed=0)
+    curves, _ = fa.perturbation_curves(predictor(model), photos_, maps, PATCH, steps=16)
+    return maps, curves
+
+
+def test_a_vit_that_looks_at_one_patch_gets_maps_that_rank_it_first(one_patch_scores):
+    maps, curves = one_patch_scores
+    striped = STRIPED[0] * 4 + STRIPED[1]
+    first = {m: float(np.mean(v.reshape(len(v), -1).argmax(axis=1) == striped)) for m, v in maps.items()}
+    deletion = {m: float(fa.rise_auc(c["deletion"]).mean()) for m, c in curves.items()}
+    insertion = {m: float(fa.rise_auc(c["insertion"]).mean()) for m, c in curves.items()}
+    floor = float(curves["random"]["deletion"][:, -1].mean())  # every patch grey: the 50/50 the model learnt
+    assert abs(floor - 0.5) < 0.01
+    # the package's default map, the rollouts by mean and max and the class map find the patch in every photo,
+    # and deleting along them drops the answer to 50/50 at the first step
+    for method in ("rollout-mean", "rollout-max", "class-rollout", "last-layer"):
+        assert first[method] == 1.0, (method, first[method])
+        assert deletion[method] < floor + 0.03, (method, deletion[method])
+        assert insertion[method] > 0.95, (method, insertion[method])
+    # the baselines do not, and score far from the floor
+    assert first["random"] <= 0.1 and first["gaussian"] == 0.0
+    assert deletion["random"] > floor + 0.15 and deletion["gaussian"] > floor + 0.15
+    # the metric and the truth agree: a map scored near the floor is one that ranks the patch first
+    near_floor = {m for m, d in deletion.items() if d < floor + 0.05}
+    assert near_floor == {m for m, f in first.items() if f >= 0.9}, (first, deletion)
+
+
 # ------------------------------------------------------------ localisation
 def test_pointing_hits_use_inclusive_exclusive_boxes():
     maps = np.zeros((3, 4, 4))
