@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from . import atomic
+from .attention import explainer_for
 from .choices import FAITHFULNESS_STEPS
 from .errors import BadInputError
 from .faithfulness import (
@@ -36,6 +38,9 @@ from .faithfulness import (
     scores_table,
     summary_table,
 )
+from .images import ORIENTATION
+from .plots import faithfulness_curves
+from .predict import forward
 
 SCORES_FILE = "faithfulness.csv"
 SUMMARY_FILE = "faithfulness_summary.csv"
@@ -58,17 +63,11 @@ class FaithfulnessResult:
 def predictor(model) -> Callable[[np.ndarray], np.ndarray]:
     """float32 model inputs -> probabilities, one batch a call, through
     `predict.forward` (the package's traced graph, fused attention where it can)."""
-    from .predict import forward
-
     return lambda x: forward(model, x, batch_size=len(x))
 
 
 def photo_sizes(files: Sequence[str]) -> np.ndarray:
     """(N, 2) height and width of each photo as the package decodes it (EXIF orientation applied)."""
-    from PIL import Image
-
-    from .images import ORIENTATION
-
     sizes = []
     for file in files:
         with Image.open(file) as image:
@@ -87,8 +86,6 @@ def score_faithfulness(model, images: np.ndarray, files: Sequence[str], class_na
     deletion, insertion and negative perturbation in `steps` steps, and with
     `boxes` (a CSV of file, x0, y0, x1, y1 in the photo's pixels) by the
     pointing game and the mass inside the box."""
-    from .attention import explainer_for
-
     explainer = explainer_for(model)
     patches = explainer.grid[0] * explainer.grid[1]
     if not 1 <= steps <= patches:
@@ -107,8 +104,6 @@ def score_faithfulness(model, images: np.ndarray, files: Sequence[str], class_na
 
 def write_faithfulness(out_dir: str | Path, result: FaithfulnessResult) -> list[Path]:
     """The four files of the module docstring; returns their paths."""
-    from .plots import faithfulness_curves
-
     out_dir = Path(out_dir)
     written = [atomic.write_csv(out_dir / SCORES_FILE, result.scores),
                atomic.write_csv(out_dir / SUMMARY_FILE, result.summary)]
