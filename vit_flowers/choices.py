@@ -1,13 +1,17 @@
 """The values the command options allow, in a module that imports nothing
 heavy: building the command-line parser starts no TensorFlow, OpenCV or
 pandas, so a bad option is refused at once. The modules that act on these
-values (attention, comparison, export, report_attention) import them from here.
+values (attention, comparison, export, report_attention) import them, and the
+checks of them that need no model, from here.
 """
 
 from __future__ import annotations
 
 import argparse
 import numbers
+from collections.abc import Sequence
+
+from .errors import BadInputError
 
 # attention rollout (vit_flowers.attention)
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -15,6 +19,7 @@ NORMALIZATIONS = ("matrix", "row")
 # the attention comparison (vit_flowers.comparison)
 ONLY = ("all", "correct", "wrong")
 PREDICTED = "predicted"  # --class predicted: each image's predicted class
+MAX_RUNS = 2  # run dirs plot compares
 # plot --faithfulness (vit_flowers.faithfulness_job): patches changed in this many steps
 FAITHFULNESS_STEPS = 16
 # export (vit_flowers.export)
@@ -44,3 +49,27 @@ def parse_attention_option(value: str | int) -> int | str:
     if count < 0:
         raise argparse.ArgumentTypeError(f"expected a number of images >= 0, got {value!r}")
     return count
+
+
+def check_plot_options(run_dirs: Sequence, limit: int, only: str, discard_ratio: float, batch_size: int) -> None:
+    """The plot options that need no model, checked before any work."""
+    if not 1 <= len(run_dirs) <= MAX_RUNS:
+        raise BadInputError(f"--run: give one or two run dirs, got {len(run_dirs)}")
+    if only not in ONLY:
+        raise BadInputError(f"--only {only!r}: choose one of {ONLY}")
+    if limit < 1:
+        raise BadInputError(f"--limit must be at least 1, got {limit}")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise BadInputError(f"--discard-ratio must be in [0, 1), got {discard_ratio}")
+    if batch_size < 1:
+        raise BadInputError(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def parse_formats(text: str | Sequence[str]) -> list[str]:
+    """'savedmodel,tflite' -> ['savedmodel', 'tflite']; unknown names are bad input."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [item.strip().lower() for item in items if item.strip()]
+    unknown = [name for name in names if name not in EXPORT_FORMATS]
+    if unknown or not names:
+        raise BadInputError(f"unknown export format(s) {unknown or text!r}; choose from {','.join(EXPORT_FORMATS)}")
+    return [name for name in EXPORT_FORMATS if name in names]

@@ -13,18 +13,24 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_json
 from .errors import ConfigError
 from .options import check_settings, setting
 
 FORMAT_VERSION = 1
 DEFAULT_CLASS_NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-STEMS = ("patch", "conv", "efficientnet-lite0")
+# the ViT paper's hybrid (Dosovitskiy et al. 2021, sec. 3.1): EfficientNet-Lite0 cut at stride 16, its feature
+# map the patch embedding
+HYBRID_STEM = "efficientnet-lite0"
+STEMS = ("patch", "conv", HYBRID_STEM)
 # the head's gelu: Keras' exact form, or the tanh approximation of the post's `tfa.activations.gelu`
 HEAD_GELUS = ("exact", "tanh")
 OPTIMIZERS = ("adam", "adamw")
@@ -258,8 +264,6 @@ def estimate_parameters(cfg: ModelConfig) -> int:
 
 def machine_memory_bytes() -> int | None:
     """Physical memory of this machine, or None where the OS does not say."""
-    import os
-
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
@@ -365,6 +369,77 @@ def replace_checked(cfg: Any, where: str = "config", **changes: Any) -> Any:
     return dataclasses.replace(cfg, **changes)
 
 
+def model_config(
+    arch: str,
+    class_names: Sequence[str],
+    image_size: int | Sequence[int] | None = None,
+    weights: str = "none",
+    **overrides,
+) -> ModelConfig:
+    """Resolve an architecture name (plus overrides of any ModelConfig field)
+    into a checked ModelConfig; an unknown field is refused with the nearest name."""
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown model {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    spec = ARCHITECTURES[arch]
+    if image_size is None:
+        image_size = spec.image_size
+    size = [int(image_size), int(image_size)] if isinstance(image_size, int) else [int(v) for v in image_size]
+    if weights in PRETRAINED_WEIGHTS and spec.pretrained is None:
+        raise ConfigError(f"model {arch!r} has no pretrained weights; use --weights none or a .npz path")
+    base = ModelConfig(
+        arch=arch, image_size=size, patch_size=spec.patch_size, hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers, num_heads=spec.num_heads, mlp_dim=spec.mlp_dim, dropout=spec.dropout,
+        class_names=list(class_names), weights=weights,
+    )
+    cfg = replace_checked(base, "model", **overrides)
+    if "representation_size" not in overrides:
+        # vit_keras adds a pre-logits layer for the imagenet21k-only weights
+        cfg.representation_size = cfg.hidden_size if weights == "imagenet21k" else None
+    check_model_config(cfg)
+    check_stem(cfg.stem, cfg.patch_size, cfg.weights, cfg.image_size)
+    return cfg
+
+
+def check_stem(stem: str, patch_size: int, weights: str, image_size: Sequence[int] | None = None) -> None:
+    """A known stem; the convolutional one needs a power-of-two patch, the
+    hybrid (efficientnet-lite0) a patch of its CNN's stride (16) and an image
+    size that is a multiple of it; neither takes pretrained ViT weights
+    (those fit vit_keras' patch embedding only)."""
+    if stem not in STEMS:
+        raise ConfigError(f"unknown stem {stem!r}; choose one of {STEMS}")
+    if stem == "conv":
+        conv_stem_depth(patch_size)
+    elif stem == HYBRID_STEM:
+        stride = hybrid_stride()
+        if patch_size != stride:
+            raise ConfigError(f"--stem {stem} needs --patch-size {stride} (its CNN's output stride: each token is "
+                              f"one cell of the CNN's feature map), not {patch_size}")
+        if image_size is not None and any(int(side) % stride for side in image_size):
+            raise ConfigError(f"--stem {stem} needs an image size that is a multiple of {stride}, not "
+                              f"{'x'.join(str(int(side)) for side in image_size)}")
+    if stem != "patch" and weights != "none":
+        extra = " (its CNN loads its own ImageNet weights)" if stem == HYBRID_STEM else ""
+        raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {stem}{extra}: "
+                          f"use --weights none, not {weights}")
+
+
+def hybrid_stride() -> int:
+    """Output stride of the hybrid's CNN: the patch size its tokens stand for (16)."""
+    # local: efficientnet_lite brings NumPy, and this module is imported to build the command-line parser,
+    # which imports the standard library alone
+    from .efficientnet_lite import HYBRID_CUT, cut_stride
+
+    return cut_stride(HYBRID_CUT)
+
+
+def conv_stem_depth(patch_size: int) -> int:
+    """Number of 3x3 stride-2 convolutions that replace a patch of `patch_size`."""
+    depth = int(patch_size).bit_length() - 1
+    if patch_size < 2 or 2 ** depth != patch_size:
+        raise ConfigError(f"--stem conv needs a patch size that is a power of two, not {patch_size}")
+    return depth
+
+
 @dataclass
 class RunConfig:
     """What `config.json` in a run dir holds."""
@@ -377,8 +452,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> Path:
-        from .atomic import write_json
-
         return write_json(path, self.to_dict())
 
     @classmethod

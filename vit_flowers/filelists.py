@@ -4,10 +4,14 @@ A list row names one image as `base_path/type_dir/file_name`, as the post's
 `training_files.csv` did. The label is the class name found in `type_dir`
 (the post's `create_labels`). A relative `base_path` is read relative to the
 folder that holds the list, so a data dir can be moved as a whole.
+
+The images `predict` and `plot` take come as rows (file, true) from a list
+or from files and folders (`collect_list`, `collect_images`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -16,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_path, csv_options
 from .errors import BadInputError
 from .outputs import InputFolders
 
@@ -111,10 +116,6 @@ def write_file_lists(
 
     Base paths inside `out_dir` are written relative to it.
     """
-    import contextlib
-
-    from .atomic import atomic_path, csv_options
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = frame.copy()
@@ -258,3 +259,39 @@ def require_classes(frame: pd.DataFrame, class_names: Sequence[str], where: str,
         raise BadInputError(
             f"{where}: only {len(present)} class(es) present ({names}); training needs at least {minimum}"
         )
+
+
+def collect_images(paths: Sequence[str | Path], class_names: Sequence[str],
+                   folders: InputFolders | None = None) -> pd.DataFrame:
+    """Rows (file, true) for files and folders; a folder's subfolders are
+    classes (true = the subfolder's name when it is a known class).
+    `folders` leaves out folders of outputs and folders read already (a link
+    back to a parent, say), and keeps what it left out."""
+    folders = folders if folders is not None else InputFolders()
+    rows: list[tuple[str, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            if not (path.exists() or path.is_symlink()):
+                raise BadInputError(f"{path}: no such file or folder")
+            rows.append((str(path), ""))  # a file given by name: read (or skipped with its reason) as it is
+            continue
+        if not folders.admit(path, top=True):
+            continue
+        for item in list_folder(path):
+            if item.is_dir() and not is_image_name(item):
+                if not folders.admit(item):
+                    continue
+                true = item.name if item.name in class_names else ""
+                rows += [(str(f), true) for f in list_folder(item) if is_image_name(f)]
+            elif is_image_name(item):
+                rows.append((str(item), ""))
+    if not rows:
+        raise BadInputError(f"no image files found in {', '.join(str(p) for p in paths)}")
+    return pd.DataFrame(rows, columns=["file", "true"])
+
+
+def collect_list(csv_path: str | Path, class_names: Sequence[str]) -> pd.DataFrame:
+    """Rows (file, true) from a file list; unknown classes are an error."""
+    frame = read_file_list(csv_path, class_names)
+    return pd.DataFrame({"file": frame["path"], "true": [class_names[i] for i in frame["label"]]})

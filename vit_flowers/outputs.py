@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import __version__
 from .errors import BadInputError
 
 # file names more than one command writes
@@ -210,8 +211,6 @@ def claim_output_dir(folder: str | os.PathLike, command: str, option: str = "--o
 
 def mark_output_dir(folder: str | os.PathLike, command: str) -> None:
     """Write the marker that keeps this folder out of every command's inputs."""
-    from . import __version__
-
     path = Path(folder) / MARKER_FILE
     if not path.exists():
         path.write_text(json.dumps({"written_by": f"vit-flowers {__version__}", "command": command}) + "\n",

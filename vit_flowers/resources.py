@@ -31,3 +31,7 @@ def default_model_dir() -> Path:
     except ModuleNotFoundError:  # a checkout on sys.path, not installed
         return Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL_NAME
     return model if isinstance(model, Path) else Path(str(model))
+
+
+# the shipped model, wherever the package is installed
+DEFAULT_MODEL_DIR = default_model_dir()

@@ -1,5 +1,6 @@
-"""A run dir: the files it holds, whether it holds a run, and the state a
-killed run resumes from.
+"""A run dir: the files it holds, whether it holds a run, whether its config
+and weights agree (read without building the model, so before TensorFlow
+starts), and the state a killed run resumes from.
 
 ```
 config.json           everything needed to rebuild the model (written before training)
@@ -21,18 +22,23 @@ The backup stays when training ends, so `--resume --epochs N` can train on.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import h5py
 import pandas as pd
 
 from . import atomic
+from .config import ModelConfig, RunConfig
 from .errors import BadInputError, ConfigError
-from .model import WEIGHTS_FILE
 from .outputs import REPORT_FILE, SKIPPED_FILE
+from .resources import DEFAULT_MODEL_DIR
 
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
 BACKUP_DIR = "backup"
@@ -191,3 +197,75 @@ def is_finished(state: RunState | None, epochs: int) -> bool:
     """True when the state is past the last epoch, or early stopping ended it."""
     return state is not None and (state.latest.stopped_early or state.latest.epoch >= epochs)
 
+
+def resolve_run(run: str | Path | None) -> Path:
+    """The run dir to use: the one given, else the shipped default model."""
+    if run is not None:
+        return Path(run)
+    if not DEFAULT_MODEL_DIR.is_dir():
+        raise ConfigError(f"no --run given and no default model at {DEFAULT_MODEL_DIR}")
+    return DEFAULT_MODEL_DIR
+
+
+def weight_layout(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every array of a Keras `.weights.h5` file: {path inside the file: shape}."""
+    layout: dict[str, tuple[int, ...]] = {}
+
+    def visit(name: str, item) -> None:
+        if isinstance(item, h5py.Dataset):
+            layout[name] = tuple(item.shape)
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError as err:
+        raise ConfigError(f"{path}: not a readable HDF5 weights file ({err})") from err
+    return layout
+
+
+def check_run_files(run_dir: str | Path, weights_file: str = WEIGHTS_FILE) -> RunConfig:
+    """A run dir's config (validated) after checking its weights file is
+    there and is HDF5, all without building the model or importing TensorFlow."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: run dir not found")
+    run_config = RunConfig.load(run_dir / CONFIG_FILE)
+    weights = run_dir / weights_file
+    if not weights.is_file():
+        raise ConfigError(f"{weights}: weights file not found")
+    check_weights_outline(weight_layout(weights), weights, run_dir / CONFIG_FILE, run_config.model)
+    return run_config
+
+
+def weights_outline(layout: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """What a weights file's layout says of the model it came from, read
+    without building one: encoder layers, hidden size, tokens, classes."""
+    outline: dict[str, int] = {}
+    blocks = {part for path in layout for part in path.split("/") if re.fullmatch(r"transformer_block(_\d+)?", part)}
+    if blocks:
+        outline["num_layers"] = len(blocks)
+    for path, shape in layout.items():
+        if path.endswith("class_token/vars/0") and len(shape) == 3:
+            outline["hidden_size"] = shape[-1]
+        elif path.endswith("add_position_embs/vars/0") and len(shape) == 3:
+            outline["tokens"] = shape[1]
+    heads = sorted(path for path in layout if re.fullmatch(r"layers/dense(_\d+)?/vars/0", path))
+    if heads and len(layout[heads[-1]]) == 2:
+        outline["num_classes"] = layout[heads[-1]][1]
+    return outline
+
+
+def check_weights_outline(layout: dict[str, tuple[int, ...]], weights: Path, config_path: Path,
+                          cfg: ModelConfig) -> None:
+    """Refuse, before a model is built, weights whose number of layers,
+    hidden size, token count or class count is not the config's (a config
+    saying 200 layers would otherwise build for a minute to be refused)."""
+    rows, cols = cfg.grid
+    expected = {"num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size, "tokens": rows * cols + 1,
+                "num_classes": cfg.num_classes}
+    what = {"num_layers": "encoder layers", "hidden_size": "hidden size", "tokens": "tokens (patches + class token)",
+            "num_classes": "classes"}
+    for key, found in weights_outline(layout).items():
+        if found != expected[key]:
+            raise ConfigError(f"{weights} does not match {config_path}: {what[key]} {found} in the weights, "
+                              f"{expected[key]} in the config")
