@@ -16,14 +16,18 @@ import argparse
 import errno
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 
+from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAILURE, BadInputError
+from ..terminal import quiet_native_logs, restore_native_logs
 from .common import OneLineParser, _formatter, add_common_args, one_line
 from .demo import add_demo_args, run_demo
 from .export import add_export_args, run_export
@@ -60,10 +64,6 @@ class VersionAction(argparse.Action):
 def versions() -> str:
     """The package's version and those of the stack it runs on, read from the
     installed metadata (nothing is imported)."""
-    from importlib import metadata
-
-    from .. import __version__
-
     parts = [f"vit-flowers {__version__}"]
     for dist in ("tensorflow", "keras", "vit-keras"):
         try:
@@ -107,8 +107,6 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str], dests: S
 
 def resume_hint() -> str:
     """The command that continues an interrupted training run."""
-    import shutil
-
     argv = list(sys.argv)
     if argv and argv[0].endswith(".py"):
         # `python` when that is this interpreter on PATH, else its full path (a venv not activated)
@@ -195,8 +193,6 @@ def _run(command: str, args: argparse.Namespace, parser: argparse.ArgumentParser
     args.given = given_options(parser, argv, list(vars(args))) if command == "train" else set()
     if not own_terminal:
         return run_command(command, args)
-    from ..terminal import quiet_native_logs, restore_native_logs
-
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT
+from ..outputs import InputFolders
+from ..resources import DEFAULT_MODEL_DIR
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,8 +41,6 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
 
 def add_input_args(p: argparse.ArgumentParser, several_runs: bool = False) -> None:
     """--run, and the images: --list or --images (predict, plot, export)."""
-    from ..model import DEFAULT_MODEL_DIR
-
     if several_runs:
         p.add_argument("--run", type=Path, action="append", metavar="RUN_DIR",
                        help=f"run dir (config.json + model.weights.h5); give it twice to compare two runs on the "
@@ -58,8 +58,9 @@ def add_input_args(p: argparse.ArgumentParser, several_runs: bool = False) -> No
 def read_inputs(args: argparse.Namespace, class_names: Sequence[str]):
     """Rows (file, true) of --list or --images; folders of outputs (this
     run's --out among them) and folders reached twice are left out, once said."""
-    from ..outputs import InputFolders
-    from ..predict import collect_images, collect_list
+    # local: file lists come with pandas, which loads once the options are parsed (the parser imports
+    # the standard library alone)
+    from ..filelists import collect_images, collect_list
 
     if args.list:
         return collect_list(args.list, class_names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import RunConfig, TrainConfig, model_config
 from ..errors import EXIT_OK
 from ..outputs import claim_output_dir
 from .common import add_shared, positive_int
@@ -27,10 +28,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace, out: Path) -> int:
     """The demo's steps, in a folder it holds."""
-    from ..config import RunConfig, TrainConfig
+    # local: the data step's modules (pandas, PIL) load once the options are parsed, and the engine
+    # (TensorFlow) once the data is drawn and listed
     from ..data_sources import source_rows
-    from ..filelists import write_file_lists
-    from ..model import model_config
+    from ..filelists import collect_list, write_file_lists
 
     # OUT is the run dir itself (`predict --run OUT` works), with the data and outputs inside
     run_dir, data_dir, pred_dir = out, out / "data", out / "predictions"
@@ -48,7 +49,7 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
     from ..comparison import plot_comparison  # TensorFlow starts here
     from ..model import load_run
     from ..pages import prediction_page, training_page
-    from ..predict import collect_list, metrics_summary, predict_inputs, write_outputs
+    from ..predict import metrics_summary, predict_inputs, write_outputs
     from ..train import TrainOptions, train_run
 
     trained = train_run(run_config, run_dir, TrainOptions(overwrite=True, verbose=2))

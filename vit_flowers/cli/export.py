@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..choices import EXPORT_FORMATS, parse_formats
 from ..errors import EXIT_OK
 from ..outputs import claim_output_dir
+from ..resources import DEFAULT_MODEL_DIR
 from .common import add_shared
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
     """Options of `vit-flowers export`."""
-    from ..choices import EXPORT_FORMATS as FORMATS
-    from ..model import DEFAULT_MODEL_DIR
-
     p.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
                    help=f"run dir to export (default: the shipped model {DEFAULT_MODEL_DIR})")
     add_shared(p, "--out", "export")
-    p.add_argument("--format", default=",".join(FORMATS),
+    p.add_argument("--format", default=",".join(EXPORT_FORMATS),
                    help="comma-separated formats: savedmodel (TensorFlow Serving: image bytes in, probabilities "
                         "and label out), tflite (float32 and int8 weights), onnx (ONNX Runtime)")
     p.add_argument("--no-check", action="store_true",
@@ -26,8 +25,9 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..export import parse_formats
-    from ..model import check_run_files, resolve_run
+    # local: the checks' modules (pandas, h5py) load once the options are parsed, and the engine (TensorFlow)
+    # once every option and file is checked, so bad input is refused before TensorFlow starts
+    from ..rundir import check_run_files, resolve_run
 
     run_dir = resolve_run(args.run)
     check_run_files(run_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import ARCHITECTURES, DEFAULT_CLASS_NAMES, RunConfig, TrainConfig, model_config
 from ..errors import EXIT_OK, BadInputError
 from ..outputs import claim_output_dir
 from .common import add_shared, positive_int
@@ -12,9 +13,6 @@ from .common import add_shared, positive_int
 
 def add_import_args(p: argparse.ArgumentParser) -> None:
     """Options of `vit-flowers import-weights`."""
-    from ..config import DEFAULT_CLASS_NAMES
-    from ..model import ARCHITECTURES
-
     p.add_argument("weights", type=Path, metavar="POST.h5",
                    help="legacy Keras HDF5 weights of the post's Sequential model (model.save_weights('x.h5') "
                         "with vit-keras 0.1 on tf.keras)")
@@ -31,9 +29,10 @@ def add_import_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..config import RunConfig, TrainConfig
-    from ..legacy_weights import legacy_class_count
-    from ..model import CONFIG_FILE, model_config
+    # local: the checks' modules (h5py, pandas) load once the options are parsed, and the engine (TensorFlow)
+    # once every option and file is checked, so bad input is refused before TensorFlow starts
+    from ..legacy_weights import import_weights, legacy_class_count
+    from ..rundir import CONFIG_FILE
 
     if not args.weights.is_file():
         raise BadInputError(f"{args.weights}: no such file")
@@ -52,8 +51,7 @@ def run_import(args: argparse.Namespace) -> int:
     with claim_output_dir(args.out, "import-weights") as claim:
         out = claim.folder
 
-        from ..legacy_weights import import_weights  # TensorFlow starts here
-        from ..model import build_classifier, save_run
+        from ..model import build_classifier, save_run  # TensorFlow starts here
 
         model = build_classifier(mcfg, load_pretrained=False)
         import_weights(model, args.weights, args.model)

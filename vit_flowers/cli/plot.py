@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..choices import FAITHFULNESS_STEPS, HEAD_FUSIONS, NORMALIZATIONS, ONLY, PREDICTED, check_plot_options
 from ..errors import EXIT_OK, BadInputError
 from ..outputs import SKIPPED_FILE, claim_output_dir
 from .common import add_input_args, add_shared, positive_int, read_inputs
@@ -13,8 +14,6 @@ from .common import add_input_args, add_shared, positive_int, read_inputs
 
 def add_plot_args(p: argparse.ArgumentParser) -> None:
     """Options of `vit-flowers plot`."""
-    from ..choices import FAITHFULNESS_STEPS, HEAD_FUSIONS, NORMALIZATIONS, ONLY, PREDICTED
-
     add_input_args(p, several_runs=True)
     add_shared(p, "--out", "plot")
     p.add_argument("--only", choices=ONLY, default="all",
@@ -50,11 +49,12 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from ..comparison import OWNED_OUTPUTS, check_options, plot_comparison
-    from ..model import check_run_files, resolve_run
+    # local: the checks' modules (pandas, h5py, OpenCV) load once the options are parsed, and the engine
+    # (TensorFlow) once every option and file is checked, so bad input is refused before TensorFlow starts
+    from ..rundir import check_run_files, resolve_run
 
     runs = list(args.run) if args.run else [resolve_run(None)]
-    check_options(runs, args.limit, args.only, args.discard_ratio, args.batch_size)
+    check_plot_options(runs, args.limit, args.only, args.discard_ratio, args.batch_size)
     configs = [check_run_files(run) for run in runs]
     inputs = read_inputs(args, configs[0].model.class_names)
     if args.boxes is not None:
@@ -64,6 +64,8 @@ def run_plot(args: argparse.Namespace) -> int:
 
         read_boxes(args.boxes, inputs["file"].tolist())  # a bad row: exit 2 before the model loads
     with claim_output_dir(args.out, "plot", keep_on_bad_input=[SKIPPED_FILE]) as claim:
+        from ..comparison import OWNED_OUTPUTS, plot_comparison  # TensorFlow starts here
+
         written = plot_comparison(
             runs, claim.staging(), inputs=inputs, limit=args.limit, only=args.only, head_fusion=args.head_fusion,
             discard_ratio=args.discard_ratio, class_name=args.class_name, batch_size=args.batch_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..choices import AUTO, OPTION_HELP, parse_attention_option
 from ..errors import EXIT_OK, BadInputError
 from ..outputs import REPORT_FILE, SKIPPED_FILE, claim_output_dir
 from .common import add_input_args, add_shared, read_inputs
@@ -23,8 +24,6 @@ def add_predict_args(p: argparse.ArgumentParser) -> None:
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
     """The options of predict's report.html."""
-    from ..choices import AUTO, OPTION_HELP, parse_attention_option
-
     g = p.add_argument_group("report page")
     add_shared(g, "--no-report", "predict")
     g.add_argument("--report-attention", type=parse_attention_option, default=AUTO, metavar="auto|all|none|N",
@@ -35,7 +34,9 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..model import check_run_files, resolve_run
+    # local: the checks' modules (pandas, h5py) load once the options are parsed, and the engine (TensorFlow)
+    # once every option and file is checked, so bad input is refused before TensorFlow starts
+    from ..rundir import check_run_files, resolve_run
 
     run_dir = resolve_run(args.run)
     run_config = check_run_files(run_dir)

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import EXIT_OK
-from ..outputs import claim_output_dir
+from ..outputs import InputFolders, claim_output_dir
 from .common import add_shared, positive_int
 
 
 def generators() -> dict[str, Callable]:
     """The data sets this package can generate, by --source name."""
-
+    # their modules (NumPy, pandas, PIL, matplotlib) are imported when a generator runs: the parser, which
+    # imports this module, imports the standard library alone
     def synthetic(folder: Path, per_class: int, size: int, seed: int):
         from ..synthetic import write_synthetic_flowers
 
@@ -45,9 +46,10 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    # local: pandas loads once the options are parsed (the parser imports the standard library alone);
+    # prepare starts no TensorFlow (only --source download uses Keras' file cache)
     from ..data_sources import source_rows
     from ..filelists import check_fractions, class_names_of, write_file_lists
-    from ..outputs import InputFolders
 
     check_fractions(args.test_fraction, args.val_fraction)
     with claim_output_dir(args.out, "prepare", mark=False):  # its lists are not photos: a photo folder may hold them

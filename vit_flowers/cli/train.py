@@ -12,12 +12,17 @@ from typing import Any
 
 from ..config import (
     ARCHITECTURES,
+    AUGMENTATION_ALIASES,
     PRESET_ALIASES,
     PRESETS,
     PRETRAINED_BY_DEFAULT,
     PRETRAINED_WEIGHTS,
     ModelConfig,
+    RunConfig,
     TrainConfig,
+    check_train_config,
+    check_transfer,
+    model_config,
 )
 from ..errors import EXIT_OK, BadInputError
 from ..options import add_settings, flags_by_dest, run_options, values_from
@@ -84,6 +89,7 @@ def _class_names(arg: str, train_list: Path | None) -> list[str]:
         return [c.strip() for c in arg.split(",") if c.strip()]
     if train_list is None:
         raise BadInputError("--class-names auto needs --train-list")
+    # local: pandas loads once the options are parsed (the parser imports the standard library alone)
     import pandas as pd
 
     from ..filelists import read_file_list
@@ -122,8 +128,6 @@ def option_value(dest: str, args: argparse.Namespace) -> Any:
     if dest in ("train_list", "val_list"):
         return str(value.resolve()) if value else ""
     if dest == "augment":
-        from ..config import AUGMENTATION_ALIASES
-
         return AUGMENTATION_ALIASES.get(value, value)
     if dest == "class_names":
         return None if value == "auto" else _class_names(value, None)
@@ -134,9 +138,6 @@ def option_value(dest: str, args: argparse.Namespace) -> Any:
 
 def build_run_config(args: argparse.Namespace):
     """Turn train options into a RunConfig (reads the training list for the class names)."""
-    from ..config import RunConfig, check_train_config, check_transfer
-    from ..model import model_config
-
     if args.train_list is None:
         raise BadInputError("--train-list is required (or --resume in a run dir that holds a run)")
     # the model options given override the architecture's values; these four are resolved here
@@ -188,7 +189,7 @@ def worker_dir(args: argparse.Namespace) -> Path:
 
 def check_lists(run_config) -> None:
     """Read the run's lists now, so a broken one is refused before TensorFlow starts."""
-    from ..filelists import read_file_list
+    from ..filelists import read_file_list  # local: pandas loads once the options are parsed
 
     for path in filter(None, (run_config.train.train_list, run_config.train.val_list)):
         read_file_list(path, run_config.model.class_names)
@@ -197,8 +198,7 @@ def check_lists(run_config) -> None:
 def train_config_for(args: argparse.Namespace, out: Path):
     """The RunConfig to train: the saved one on --resume (checked against the
     options given), else the options'."""
-    from ..config import RunConfig
-    from ..model import CONFIG_FILE
+    from ..rundir import CONFIG_FILE  # local: the run dir's module brings pandas, loaded once the options are parsed
 
     config_path = out / CONFIG_FILE
     if not args.resume:
@@ -231,11 +231,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, run_config, out: Path) -> int:
     """Train in a run dir this process holds; the page; the closing lines."""
-    from ..distribute import setup_distribution  # TensorFlow (or JAX) starts here
-    from ..train import TrainOptions, train_run
+    # local: the engine starts once every option and file is checked, so bad input is refused before TensorFlow
+    # starts; and the backend first: Keras must not load before `setup_distribution` has chosen it (JAX for
+    # multihost), so the training modules, which import Keras, come after it
+    from ..distribute import setup_distribution
 
     env = setup_distribution(args.strategy, run_config.train.mixed_precision, args.coordinator, args.num_processes,
-                             args.process_id)
+                             args.process_id)  # TensorFlow (or JAX) starts here
+
+    from ..train import TrainOptions, train_run
+
     run_config.train.strategy = env.name
     options = TrainOptions(resume=args.resume, overwrite=args.overwrite, strict=args.strict, stream=args.stream,
                            deterministic=not args.no_deterministic, summary=args.summary,
