@@ -582,7 +582,7 @@ def test_a_missing_weights_file_is_named(tmp_path):
 
 
 def test_the_run_to_use_is_the_one_given_else_the_shipped_model(tmp_path, monkeypatch):
-    from vit_flowers import model as model_module
+    from vit_flowers import rundir as model_module  # resolve_run and DEFAULT_MODEL_DIR live there
 
     assert model_module.resolve_run(str(tmp_path / "mine")) == tmp_path / "mine"
     assert model_module.resolve_run(None) == model_module.DEFAULT_MODEL_DIR

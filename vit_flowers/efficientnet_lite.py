@@ -73,7 +73,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import h5py
 import numpy as np
+
+# Keras is imported inside the builders, not here: `config.check_stem` reads this module's stage table
+# (`cut_stride`) while the command line checks its options, before TensorFlow starts
 
 # the normalisation of the TensorFlow EfficientNet-Lite models, per RGB channel
 MEAN_RGB = (127.0, 127.0, 127.0)
@@ -148,7 +152,7 @@ def preprocess(images):
     std = np.asarray(STD_RGB, np.float32)
     if isinstance(images, np.ndarray):
         return (images.astype(np.float32) - mean) / std
-    import keras
+    import keras  # local: see the note at the imports
 
     return (keras.ops.cast(images, "float32") - mean) / std
 
@@ -157,7 +161,7 @@ def rescaling_from_vit_input(name: str = "lite0_input_rescaling"):
     """A Keras layer taking this project's ViT input (`x / 127.5 - 1`, see
     vit_flowers.datasets.preprocess) to EfficientNet-Lite's `(x - 127) / 128`:
     an affine map, nearly the identity (scale 0.99609375, offset 0.00390625)."""
-    import keras
+    import keras  # local: see the note at the imports
 
     return keras.layers.Rescaling(scale=127.5 / 128.0, offset=0.5 / 128.0, name=name)
 
@@ -173,6 +177,7 @@ def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = True, cut:
     stage; `cut=HYBRID_CUT` is stride 16 with 112 channels. Spatial sizes may
     be None (any image size).
     """
+    # local: see the note at the imports
     import keras
     from keras import layers
 
@@ -217,7 +222,7 @@ def _mbconv(x, prefix, channels_in, channels_out, expand, kernel, stride, bn, re
     """Mobile inverted bottleneck without squeeze-excite: 1x1 expand (unless
     expand == 1), depthwise kxk, linear 1x1 projection, and the identity
     shortcut where the shape is kept (stride 1, same channels)."""
-    from keras import layers
+    from keras import layers  # local: see the note at the imports
 
     y = x
     if expand != 1:
@@ -255,8 +260,6 @@ def load_imagenet_weights(model, path: str | Path | None = None) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"no EfficientNet-Lite0 weights at {path}; "
                                 f"write them with tools/convert_efficientnet_lite0.py")
-    import h5py
-
     with h5py.File(path, "r") as f:
         held = f.attrs.get("lite0_cut", None)
     cut = None if held in (None, "", "none") else str(held)

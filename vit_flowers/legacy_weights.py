@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from .errors import ConfigError
@@ -34,8 +35,6 @@ def _decode(value) -> str:
 def read_legacy_file(path: str | Path) -> tuple[dict[str, np.ndarray], list[list[tuple[str, np.ndarray]]]]:
     """(backbone arrays by name, the head's layers as [(array name, values)]) of
     a legacy Keras HDF5 weights file of the post's Sequential."""
-    import h5py
-
     path = Path(path)
     try:
         f = h5py.File(path, "r")

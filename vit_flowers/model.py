@@ -13,107 +13,57 @@ A run dir holds `config.json` and `model.weights.h5`; loading rebuilds the
 model from the config, checks that every weight in the file has its place
 in the model (and every place a weight), then reads them. No pickles, no
 `safe_mode`.
+
+What needs no model lives where the command line reads it before Keras
+starts: resolving an architecture into a checked `ModelConfig`
+(`config.model_config`) and checking a run dir's files against its config
+(`rundir.check_run_files`); both are importable from here as well.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
+import keras
+from vit_keras import layers as vit_layers
+from vit_keras import utils as vit_utils
+from vit_keras import vit
+
+from . import efficientnet_lite
+from .atomic import atomic_path
+
+# Besides what the model uses, these are the parts of the model's API that live with the config and the run dir,
+# read before TensorFlow starts: `from vit_flowers.model import model_config` (and the rest) works as it did
 from .config import (  # noqa: F401
     ARCHITECTURES,
+    HYBRID_STEM,
     PRETRAINED_WEIGHTS,
     STEMS,
     Architecture,
     ModelConfig,
     RunConfig,
     check_model_config,
+    check_stem,
+    conv_stem_depth,
+    model_config,
     replace_checked,
 )
 from .errors import ConfigError, WeightsUnavailableError
-from .resources import default_model_dir
+from .rundir import (  # noqa: F401
+    CONFIG_FILE,
+    DEFAULT_MODEL_DIR,
+    WEIGHTS_FILE,
+    check_run_files,
+    resolve_run,
+    weight_layout,
+    weights_outline,
+)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.weights.h5"
-# the shipped model, wherever the package is installed (see `resources`)
-DEFAULT_MODEL_DIR = default_model_dir()
 PRETRAINED_URL = "https://github.com/faustomorales/vit-keras/releases/download/dl/ViT-{size}_{weights}.npz"
-# the ViT paper's hybrid (Dosovitskiy et al. 2021, sec. 3.1): EfficientNet-Lite0 cut at stride 16, its feature
-# map the patch embedding; the name of its stem and of the backbone's nested CNN
-HYBRID_STEM = "efficientnet-lite0"
+# the name of the hybrid's CNN (`HYBRID_STEM`) nested in the backbone
 HYBRID_CNN = "efficientnet_lite0"
-
-
-def model_config(
-    arch: str,
-    class_names: Sequence[str],
-    image_size: int | Sequence[int] | None = None,
-    weights: str = "none",
-    **overrides,
-) -> ModelConfig:
-    """Resolve an architecture name (plus overrides of any ModelConfig field)
-    into a checked ModelConfig; an unknown field is refused with the nearest name."""
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"unknown model {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    spec = ARCHITECTURES[arch]
-    if image_size is None:
-        image_size = spec.image_size
-    size = [int(image_size), int(image_size)] if isinstance(image_size, int) else [int(v) for v in image_size]
-    if weights in PRETRAINED_WEIGHTS and spec.pretrained is None:
-        raise ConfigError(f"model {arch!r} has no pretrained weights; use --weights none or a .npz path")
-    base = ModelConfig(
-        arch=arch, image_size=size, patch_size=spec.patch_size, hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers, num_heads=spec.num_heads, mlp_dim=spec.mlp_dim, dropout=spec.dropout,
-        class_names=list(class_names), weights=weights,
-    )
-    cfg = replace_checked(base, "model", **overrides)
-    if "representation_size" not in overrides:
-        # vit_keras adds a pre-logits layer for the imagenet21k-only weights
-        cfg.representation_size = cfg.hidden_size if weights == "imagenet21k" else None
-    check_model_config(cfg)
-    check_stem(cfg.stem, cfg.patch_size, cfg.weights, cfg.image_size)
-    return cfg
-
-
-def check_stem(stem: str, patch_size: int, weights: str, image_size: Sequence[int] | None = None) -> None:
-    """A known stem; the convolutional one needs a power-of-two patch, the
-    hybrid (efficientnet-lite0) a patch of its CNN's stride (16) and an image
-    size that is a multiple of it; neither takes pretrained ViT weights
-    (those fit vit_keras' patch embedding only)."""
-    if stem not in STEMS:
-        raise ConfigError(f"unknown stem {stem!r}; choose one of {STEMS}")
-    if stem == "conv":
-        conv_stem_depth(patch_size)
-    elif stem == HYBRID_STEM:
-        stride = hybrid_stride()
-        if patch_size != stride:
-            raise ConfigError(f"--stem {stem} needs --patch-size {stride} (its CNN's output stride: each token is "
-                              f"one cell of the CNN's feature map), not {patch_size}")
-        if image_size is not None and any(int(side) % stride for side in image_size):
-            raise ConfigError(f"--stem {stem} needs an image size that is a multiple of {stride}, not "
-                              f"{'x'.join(str(int(side)) for side in image_size)}")
-    if stem != "patch" and weights != "none":
-        extra = " (its CNN loads its own ImageNet weights)" if stem == HYBRID_STEM else ""
-        raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {stem}{extra}: "
-                          f"use --weights none, not {weights}")
-
-
-def hybrid_stride() -> int:
-    """Output stride of the hybrid's CNN: the patch size its tokens stand for (16)."""
-    from .efficientnet_lite import HYBRID_CUT, cut_stride
-
-    return cut_stride(HYBRID_CUT)
-
-
-def conv_stem_depth(patch_size: int) -> int:
-    """Number of 3x3 stride-2 convolutions that replace a patch of `patch_size`."""
-    depth = int(patch_size).bit_length() - 1
-    if patch_size < 2 or 2 ** depth != patch_size:
-        raise ConfigError(f"--stem conv needs a patch size that is a power of two, not {patch_size}")
-    return depth
 
 
 def build_conv_stem_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
@@ -126,8 +76,6 @@ def build_conv_stem_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     The rest is vit_keras' `vit.build_model(include_top=False)` layer for
     layer, so attention tools and weight names see a vit_keras backbone.
     """
-    import keras
-
     depth = conv_stem_depth(cfg.patch_size)
     x = keras.layers.Input(shape=(*cfg.image_size, 3))
     y = x
@@ -156,14 +104,11 @@ def build_hybrid_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     The backbone stays a chain of single-input layers, so
     `fused_attention_call` serves it.
     """
-    import keras
-
-    from .efficientnet_lite import HYBRID_CUT, efficientnet_lite0, rescaling_from_vit_input
-
     x = keras.layers.Input(shape=(*cfg.image_size, 3))
-    y = rescaling_from_vit_input()(x)
-    cnn = efficientnet_lite0((*cfg.image_size, 3), include_top=False, cut=HYBRID_CUT,
-                             sync_batchnorm=sync_batchnorm, name=HYBRID_CNN)
+    y = efficientnet_lite.rescaling_from_vit_input()(x)
+    cnn = efficientnet_lite.efficientnet_lite0((*cfg.image_size, 3), include_top=False,
+                                               cut=efficientnet_lite.HYBRID_CUT, sync_batchnorm=sync_batchnorm,
+                                               name=HYBRID_CNN)
     y = cnn(y)
     y = keras.layers.Conv2D(cfg.hidden_size, 1, name="embedding")(y)
     return _vit_encoder(x, y, cfg, f"vit-{cfg.arch}-{HYBRID_STEM}", cfg.representation_size)
@@ -173,9 +118,6 @@ def _vit_encoder(x, y, cfg: ModelConfig, name: str, representation_size: int | N
     """The backbone from input `x` and the patch embedding `y` (N, h, w,
     hidden) on: vit_keras' `build_model(include_top=False)` after its
     `embedding` Conv2D, layer for layer."""
-    import keras
-    from vit_keras import layers as vit_layers
-
     y = keras.layers.Reshape((y.shape[1] * y.shape[2], cfg.hidden_size))(y)
     y = vit_layers.ClassToken(name="class_token")(y)
     y = vit_layers.AddPositionEmbs(name="Transformer_posembed_input")(y)
@@ -193,8 +135,6 @@ def build_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     """The vit_keras ViT without its top, as the post's `vit.vit_b16(include_top=False)`
     (or with a convolutional stem, `cfg.stem == "conv"`, or the hybrid's
     CNN, `cfg.stem == "efficientnet-lite0"`)."""
-    from vit_keras import vit
-
     check_stem(cfg.stem, cfg.patch_size, cfg.weights, cfg.image_size)  # also for configs read from config.json
     if cfg.stem == "conv":
         return build_conv_stem_backbone(cfg, sync_batchnorm)
@@ -228,8 +168,6 @@ def fetch_pretrained(cfg: ModelConfig) -> Path:
 
     Offline, the error names the file, the URL and where the cache is.
     """
-    import keras
-
     fname, url = pretrained_file(cfg)
     try:
         return Path(keras.utils.get_file(fname, url, cache_subdir="weights"))
@@ -244,13 +182,9 @@ def fetch_pretrained(cfg: ModelConfig) -> Path:
 def load_backbone_weights(backbone, cfg: ModelConfig) -> None:
     """Load Flax-layout .npz weights (vit_keras' release files or a local path);
     for the hybrid stem, the shipped ImageNet weights of its CNN (and no ViT weights)."""
-    from vit_keras import utils
-
     if cfg.stem == HYBRID_STEM:
-        from .efficientnet_lite import load_imagenet_weights
-
         try:
-            load_imagenet_weights(backbone.get_layer(HYBRID_CNN))
+            efficientnet_lite.load_imagenet_weights(backbone.get_layer(HYBRID_CNN))
         except FileNotFoundError as err:  # package data missing from a broken install
             raise WeightsUnavailableError(str(err)) from err
     if cfg.weights == "none":
@@ -260,7 +194,7 @@ def load_backbone_weights(backbone, cfg: ModelConfig) -> None:
         raise WeightsUnavailableError(f"{path}: weights file not found")
     rows, cols = cfg.grid
     try:
-        utils.load_weights_numpy(
+        vit_utils.load_weights_numpy(
             model=backbone, params_path=str(path), pretrained_top=False,
             num_x_patches=cols, num_y_patches=rows,
         )
@@ -271,8 +205,6 @@ def load_backbone_weights(backbone, cfg: ModelConfig) -> None:
 def head_activation(form: str):
     """The head's gelu: Keras' exact one, or the tanh approximation
     (`tfa.activations.gelu`'s default, which the post used)."""
-    import keras
-
     if form == "tanh":
         def gelu_tanh(x):
             return keras.activations.gelu(x, approximate=True)
@@ -292,8 +224,6 @@ def build_classifier(cfg: ModelConfig, load_pretrained: bool = True, sync_batchn
     `sync_batchnorm` shares batch statistics across replicas of a
     tf.distribute strategy; the weights are the same either way.
     """
-    import keras
-
     def batch_norm():
         return keras.layers.BatchNormalization(momentum=cfg.head_bn_momentum, synchronized=sync_batchnorm)
 
@@ -326,8 +256,6 @@ def set_frozen(model, cfg: ModelConfig, frozen: bool) -> None:
     """Freeze the pretrained part (Keras runs a frozen BatchNormalization in
     inference mode), or make it trainable with its batch norms still frozen,
     as Keras' transfer-learning guide fine-tunes. Compile after it."""
-    import keras
-
     part = pretrained_part(model, cfg)
     part.trainable = not frozen
     if not frozen:
@@ -351,9 +279,6 @@ def split_at_pretrained(model, cfg: ModelConfig) -> tuple[list, list]:
 def _chain_model(layers: list, input_shape: tuple[int, ...], name: str):
     """A functional model calling `layers` one after the other on a new input;
     the layers (and so the weights) are those of the model they come from."""
-    import keras
-    from vit_keras import layers as vit_layers
-
     x = keras.layers.Input(shape=input_shape)
     y = x
     for layer in layers:
@@ -391,8 +316,6 @@ def _fused_block(block, x):
     so no head transposes), the block's own layers and weights otherwise.
     The attention weights are not returned: the rollout needs them, and
     uses the blocks themselves."""
-    import keras
-
     att = block.att
     heads, dim = att.num_heads, att.projection_dim
     y = block.layernorm1(x)
@@ -430,8 +353,6 @@ def fused_attention_call(model):
     that loads into the model works. Returns a function of x, or None when
     the model is not a chain of layers this knows (then use `model` itself).
     """
-    from vit_keras import layers as vit_layers
-
     layers = list(getattr(model, "layers", []))
     if layers and hasattr(layers[0], "layers") and any(
             isinstance(l, vit_layers.TransformerBlock) for l in layers[0].layers):
@@ -458,8 +379,6 @@ def fused_attention_call(model):
 
 def save_weights(model, path: str | Path) -> Path:
     """Save weights atomically: the previous good file survives a crash."""
-    from .atomic import atomic_path
-
     with atomic_path(path) as tmp:
         model.save_weights(str(tmp))
     return Path(path)
@@ -472,33 +391,6 @@ def save_run(model, run_config: RunConfig, run_dir: str | Path) -> Path:
     save_weights(model, run_dir / WEIGHTS_FILE)
     run_config.save(run_dir / CONFIG_FILE)
     return run_dir
-
-
-def resolve_run(run: str | Path | None) -> Path:
-    """The run dir to use: the one given, else the shipped default model."""
-    if run is not None:
-        return Path(run)
-    if not DEFAULT_MODEL_DIR.is_dir():
-        raise ConfigError(f"no --run given and no default model at {DEFAULT_MODEL_DIR}")
-    return DEFAULT_MODEL_DIR
-
-
-def weight_layout(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Every array of a Keras `.weights.h5` file: {path inside the file: shape}."""
-    import h5py
-
-    layout: dict[str, tuple[int, ...]] = {}
-
-    def visit(name: str, item) -> None:
-        if isinstance(item, h5py.Dataset):
-            layout[name] = tuple(item.shape)
-
-    try:
-        with h5py.File(path, "r") as f:
-            f.visititems(visit)
-    except OSError as err:
-        raise ConfigError(f"{path}: not a readable HDF5 weights file ({err})") from err
-    return layout
 
 
 def model_layout(model) -> dict[str, tuple[int, ...]]:
@@ -536,54 +428,6 @@ def check_weights_match(model, weights: Path, config_path: Path, cfg: ModelConfi
         f"{weights} does not match {config_path} (model {cfg.arch!r}, {cfg.num_layers} layers, hidden size "
         f"{cfg.hidden_size}, {cfg.num_classes} classes): {first}; {len(problems)} array(s) differ in all"
     )
-
-
-def check_run_files(run_dir: str | Path, weights_file: str = WEIGHTS_FILE) -> RunConfig:
-    """A run dir's config (validated) after checking its weights file is
-    there and is HDF5, all without building the model or importing TensorFlow."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir}: run dir not found")
-    run_config = RunConfig.load(run_dir / CONFIG_FILE)
-    weights = run_dir / weights_file
-    if not weights.is_file():
-        raise ConfigError(f"{weights}: weights file not found")
-    check_weights_outline(weight_layout(weights), weights, run_dir / CONFIG_FILE, run_config.model)
-    return run_config
-
-
-def weights_outline(layout: dict[str, tuple[int, ...]]) -> dict[str, int]:
-    """What a weights file's layout says of the model it came from, read
-    without building one: encoder layers, hidden size, tokens, classes."""
-    outline: dict[str, int] = {}
-    blocks = {part for path in layout for part in path.split("/") if re.fullmatch(r"transformer_block(_\d+)?", part)}
-    if blocks:
-        outline["num_layers"] = len(blocks)
-    for path, shape in layout.items():
-        if path.endswith("class_token/vars/0") and len(shape) == 3:
-            outline["hidden_size"] = shape[-1]
-        elif path.endswith("add_position_embs/vars/0") and len(shape) == 3:
-            outline["tokens"] = shape[1]
-    heads = sorted(path for path in layout if re.fullmatch(r"layers/dense(_\d+)?/vars/0", path))
-    if heads and len(layout[heads[-1]]) == 2:
-        outline["num_classes"] = layout[heads[-1]][1]
-    return outline
-
-
-def check_weights_outline(layout: dict[str, tuple[int, ...]], weights: Path, config_path: Path,
-                          cfg: ModelConfig) -> None:
-    """Refuse, before a model is built, weights whose number of layers,
-    hidden size, token count or class count is not the config's (a config
-    saying 200 layers would otherwise build for a minute to be refused)."""
-    rows, cols = cfg.grid
-    expected = {"num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size, "tokens": rows * cols + 1,
-                "num_classes": cfg.num_classes}
-    what = {"num_layers": "encoder layers", "hidden_size": "hidden size", "tokens": "tokens (patches + class token)",
-            "num_classes": "classes"}
-    for key, found in weights_outline(layout).items():
-        if found != expected[key]:
-            raise ConfigError(f"{weights} does not match {config_path}: {what[key]} {found} in the weights, "
-                              f"{expected[key]} in the config")
 
 
 def load_run(run_dir: str | Path, weights_file: str = WEIGHTS_FILE):
