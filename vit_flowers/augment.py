@@ -37,6 +37,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import tensorflow as tf
+
 from .config import AUGMENTATION_ALIASES, AUGMENTATIONS
 
 # the area share and aspect ratio range of a resized crop (Inception / torchvision use 0.08-1;
@@ -85,15 +87,11 @@ def policy(kind: str) -> Policy:
 
 
 def _uniform(seed, low: float, high: float, shape=()):
-    import tensorflow as tf
-
     return tf.random.stateless_uniform(shape, seed=seed, minval=low, maxval=high, dtype=tf.float32)
 
 
 def _sign(seed):
     """+1 or -1 with equal chance."""
-    import tensorflow as tf
-
     return tf.where(_uniform(seed, 0.0, 1.0) < 0.5, -1.0, 1.0)
 
 
@@ -101,8 +99,6 @@ def affine_transform(rule: Policy, height: int, width: int, seeds):
     """The 8 numbers of TensorFlow's projective transform (output pixel ->
     input pixel) for one random flip, rotation, zoom and shift about the
     image's centre."""
-    import tensorflow as tf
-
     one = tf.constant(1.0)
     flip_x = _sign(seeds[0]) if rule.flip_horizontal else one
     flip_y = _sign(seeds[1]) if rule.flip_vertical else one
@@ -123,8 +119,6 @@ def affine_transform(rule: Policy, height: int, width: int, seeds):
 def apply_policy(image, rule: Policy, seed):
     """One augmented draw of `image` (float32 HxWx3 in 0..255) under `rule`,
     seeded by a stateless seed pair; float32 0..255."""
-    import tensorflow as tf
-
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=_DRAWS)
     x = image
     geometric = (rule.flip_horizontal or rule.flip_vertical or rule.rotate or rule.zoom != (0.0, 0.0)
@@ -153,8 +147,6 @@ def resized_crop_example(image, size: tuple[int, int], seed):
     """One random resized crop of `image` (uint8 HxWx3), flipped and colour
     jittered, as float32 0..255 at `size`. `seed` is a stateless seed pair:
     the same pair gives the same crop, whatever the engine or a resume."""
-    import tensorflow as tf
-
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
     begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds[0],
@@ -182,8 +174,6 @@ RAND_FACTOR = 0.9  # brightness, contrast, colour, sharpness: factors 1 +- 0.9
 
 def _transformed(x, transform):
     """`x` (HxWx3) through one projective transform, borders reflected."""
-    import tensorflow as tf
-
     height, width = x.shape[0], x.shape[1]
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=x[tf.newaxis], transforms=tf.cast(transform, tf.float32)[tf.newaxis],
@@ -193,16 +183,12 @@ def _transformed(x, transform):
 
 def _blend(x, other, factor):
     """other + factor * (x - other), in 0..255: PIL's ImageEnhance."""
-    import tensorflow as tf
-
     return tf.clip_by_value(other + factor * (x - other), 0.0, 255.0)
 
 
 def rand_augment_op(x, index, strength, signed):
     """RandAugment's operation number `index` (of RAND_OPS) on `x` (float32
     HxWx3 in 0..255) at `strength` (0..1) in the direction `signed` (+1/-1)."""
-    import tensorflow as tf
-
     height, width = x.shape[0], x.shape[1]
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     amount = strength * signed
@@ -261,8 +247,6 @@ def rand_augment(x, ops: int, strength: float, seed):
     """`ops` operations of RAND_OPS drawn uniformly for this image, each at
     `strength` in a random direction, seeded by a stateless seed pair;
     float32 0..255 in and out."""
-    import tensorflow as tf
-
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2 * ops)
     for k in range(ops):
         index = tf.random.stateless_uniform([], seed=seeds[2 * k], maxval=len(RAND_OPS), dtype=tf.int32)
@@ -278,8 +262,6 @@ def augment_example(image, augment: str, output_size: tuple[int, int], seed: int
     draw): a resized crop of `output_size`, or the named policy; then
     `rand_ops` RandAugment-style operations at `rand_strength`, drawn from
     a seed of their own (the policy's draws stay as they were without them)."""
-    import tensorflow as tf
-
     augment = AUGMENTATION_ALIASES.get(augment, augment)
     pair = tf.stack([tf.cast(seed, tf.int64), tf.cast(draw, tf.int64)])
     if augment == "resized-crop":

@@ -20,6 +20,8 @@ import numbers
 import re
 from pathlib import Path
 
+import keras
+
 from . import atomic
 from .config import TrainConfig
 from .interrupt import raise_if_interrupted
@@ -72,8 +74,6 @@ def _rng_name(variable) -> str:
 
 def rng_state(model) -> list:
     """[[variable name, values], ...] of `rng_variables`, for state.json."""
-    import keras
-
     return [[_rng_name(v), keras.ops.convert_to_numpy(v.value).tolist()] for v in rng_variables(model)]
 
 
@@ -97,8 +97,6 @@ def make_backup(run_dir: Path, early_stopping, plateau, keep_previous: bool,
     list: their `on_train_begin` resets the counters this one restores, and
     their `on_epoch_end` updates the counters this one saves.
     """
-    import keras
-
     class Backup(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
@@ -138,8 +136,6 @@ def make_backup(run_dir: Path, early_stopping, plateau, keep_previous: bool,
 
 def learning_rate_logger():
     """Adds the rate the epoch ended with (schedules included) to the logs, for history.csv."""
-    import keras
-
     class LearningRateLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if logs is not None:
@@ -163,8 +159,6 @@ def ema_callbacks() -> tuple:
     optimizer's variables, the average: a resumed run goes on as one never
     stopped (`train.restore_state` swaps the average into the best epoch's).
     """
-    import keras
-
     raw: list = []
 
     def swap_in(model) -> None:
@@ -199,8 +193,6 @@ def ema_callbacks() -> tuple:
 def interrupt_check():
     """Raises a pending Ctrl-C at the end of each training and validation
     batch (see `vit_flowers.interrupt`)."""
-    import keras
-
     return keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs=None: raise_if_interrupted(),
                                           on_test_batch_end=lambda batch, logs=None: raise_if_interrupted())
 
@@ -213,8 +205,6 @@ def make_callbacks(run_dir: Path, cfg: TrainConfig, has_val: bool, keep_previous
     CSVLogger (history.csv), TensorBoard (RUN/logs/), then the backup that commits the epoch. A kill
     between the log and the backup repeats no epoch: a resumed run cuts the
     history back to the committed state."""
-    import keras
-
     monitor = monitored(has_val)
     early_stopping = keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience,
                                                    restore_best_weights=True)

@@ -12,23 +12,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
+from keras.utils import to_categorical
 
+from . import images as image_files  # the module: `images` names arrays here
 from .augment import augment_example
+from .images import UnreadableImage
 
 
 def preprocess(images):
     """uint8 RGB -> float32 in [-1, 1], as vit_keras' `preprocess_inputs`
     (mode "tf": x / 127.5 - 1), in TensorFlow ops so that it runs inside
     tf.data whatever the Keras backend."""
-    import tensorflow as tf
-
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
 def one_hot(labels, num_classes: int) -> np.ndarray:
     """Integer labels -> float32 one-hot rows (Keras' `to_categorical`)."""
-    from keras.utils import to_categorical
-
     return to_categorical(np.asarray(labels), num_classes).astype(np.float32)
 
 
@@ -43,8 +43,6 @@ def check_output_size(stored: tuple[int, int], output_size: tuple[int, int] | No
 
 def mixup_pair(a, b, alpha: float, seed):
     """MixUp of two examples (image, one-hot label) with a Beta(alpha, alpha) weight."""
-    import tensorflow as tf
-
     (xa, ya), (xb, yb) = a, b
     seed = tf.cast(seed, tf.int32)
     g1 = tf.random.stateless_gamma([], seed=tf.stack([seed, 1]), alpha=alpha)
@@ -58,8 +56,6 @@ def cutmix_pair(a, b, share: float, seed):
     box of a uniform share of the area, centred anywhere (clipped at the
     borders), is cut from b and pasted into a; the labels are mixed by the
     area each image keeps. Otherwise a is returned as it is."""
-    import tensorflow as tf
-
     (xa, ya), (xb, yb) = a, b
     height, width = xa.shape[0], xa.shape[1]
     u = tf.random.stateless_uniform([4], seed=tf.stack([tf.cast(seed, tf.int32), 3]))
@@ -86,8 +82,6 @@ def epoch_orders(num_examples: int, per_epoch: int, seed: int, start_epoch: int 
     strategy clones the input pipeline and would re-seed a `shuffle`) and a
     resumed run sees the epochs an uninterrupted run would have seen.
     """
-    import tensorflow as tf
-
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(num_examples, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
@@ -99,8 +93,6 @@ def epoch_orders(num_examples: int, per_epoch: int, seed: int, start_epoch: int 
 def _training_examples(images: np.ndarray, onehot: np.ndarray, per_epoch: int, augment: str, seed: int,
                        start_epoch: int, output_size: tuple[int, int], rand_ops: int = 0, rand_strength: float = 0.5):
     """Augmented, preprocessed (image, label) examples in epoch order, endless."""
-    import tensorflow as tf
-
     height, width = images.shape[1:3]
     table = tf.constant(onehot)
 
@@ -145,8 +137,6 @@ def array_dataset(
     on single examples and batching comes last, so that Keras' distribution
     API can read the batch size and shard the stream.
     """
-    import tensorflow as tf
-
     onehot = None if labels is None else one_hot(labels, num_classes)
     if not training:
         ds = tf.data.Dataset.from_tensor_slices(images if onehot is None else (images, onehot))
@@ -183,8 +173,6 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray, num_classes: int, 
     for training, `len // batch_size` full batches an epoch in the order
     `array_dataset` draws for the same seed and epoch (`epoch_orders`); for
     evaluation, one pass in order."""
-    import tensorflow as tf
-
     onehot = one_hot(labels, num_classes)
     if not training:
         ds = tf.data.Dataset.from_tensor_slices((features, onehot))
@@ -218,17 +206,13 @@ def file_dataset(
     `output_size` (the model's input) from them; `rand_ops` RandAugment-style
     operations follow in training.
     """
-    import tensorflow as tf
-
-    from .images import UnreadableImage, decode_image
-
     height, width = image_size
     paths = [str(p) for p in paths]
 
     def load(index):
         i = int(index)
         try:
-            return decode_image(paths[i], (height, width)), True
+            return image_files.decode_image(paths[i], (height, width)), True
         except UnreadableImage as err:
             skipped.append((paths[i], str(err)))
         except Exception as err:  # a decoder's own failure on this file: skip it, keep the stream

@@ -8,7 +8,10 @@
   with TF 2.21 / Keras 3.15 its `fit` fails (keras-team/keras#20585).
 
 The JAX backend must be chosen before Keras is first imported, so
-`setup_distribution` is called before any model code runs.
+`setup_distribution` is called before any model code runs, and this module
+imports Keras, TensorFlow (which imports Keras) and JAX (optional: the
+multihost engine alone needs it) inside the functions that use them, after
+that choice.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from .errors import BadInputError
 
@@ -38,7 +43,7 @@ class DistributionEnv:
 
 def gather_process_ints(value: int) -> list[int]:
     """`value` from every JAX process, in process order (a collective: all call it)."""
-    import numpy as np
+    # local: JAX is optional (requirements-jax.txt); only the multihost engine calls this
     from jax.experimental import multihost_utils
 
     return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(value))).ravel()]
@@ -54,8 +59,8 @@ def process_sync_callback():
     this averages the logs and the non-trainable variables over processes.
     It must run before every other callback.
     """
+    # local: made once `init_multihost` has chosen the JAX backend (JAX itself is optional)
     import keras
-    import numpy as np
     from jax.experimental import multihost_utils
 
     def mean_over_processes(values: np.ndarray) -> np.ndarray:
@@ -81,6 +86,7 @@ def _cluster_configured(coordinator: str | None, num_processes: int | None) -> b
 
 
 def _visible_gpus() -> int:
+    # local: TensorFlow imports Keras, which must wait for the backend choice (module docstring)
     import tensorflow as tf
 
     return len(tf.config.list_physical_devices("GPU"))
@@ -100,6 +106,7 @@ def resolve_strategy_name(name: str, coordinator: str | None, num_processes: int
 
 def set_mixed_precision(enabled: bool) -> str:
     """float16 on GPU, bfloat16 on CPU; returns the policy name."""
+    # local: called after the backend choice (module docstring)
     import keras
 
     if not enabled:
@@ -121,14 +128,14 @@ def init_multihost(coordinator: str | None, num_processes: int | None, process_i
         raise RuntimeError("multihost needs the JAX backend, but Keras was imported first with another backend")
     os.environ["KERAS_BACKEND"] = "jax"
     try:
-        import jax
+        import jax  # optional: requirements-jax.txt
     except ImportError as err:
         raise BadInputError("--strategy multihost needs JAX: pip install -r requirements-jax.txt") from err
     # CPU processes exchange gradients over gloo; GPUs use NCCL regardless.
     # (Set before initialize: asking JAX for its backend would start it.)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
-    import keras
+    import keras  # local: only now that KERAS_BACKEND is jax
 
     devices = jax.devices()
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
@@ -148,7 +155,7 @@ def setup_distribution(
     if resolved == "multihost":
         env = init_multihost(coordinator, num_processes, process_id)
     elif resolved == "mirrored":
-        import tensorflow as tf
+        import tensorflow as tf  # local: not before the backend choice (module docstring)
 
         strategy = tf.distribute.MirroredStrategy()
         env = DistributionEnv(strategy, True, "mirrored", strategy.num_replicas_in_sync)

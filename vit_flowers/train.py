@@ -14,25 +14,31 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import keras
 import pandas as pd
+import tensorflow as tf
 
+from .callbacks import make_callbacks, monitored, set_rng_state
 from .config import RunConfig, TrainConfig, check_fits_memory, check_transfer
+from .datasets import array_dataset, feature_dataset, file_dataset
+from .distribute import DistributionEnv
 from .errors import BadInputError, ConfigError
 from .filelists import read_file_list, require_classes
 from .images import load_images, write_skipped
 from .interrupt import deferred_interrupt
 from .model import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
     build_classifier,
     feature_extractor,
     head_on_features,
     save_weights,
     set_frozen,
 )
+from .plots import training_curves
 from .rundir import (
+    CONFIG_FILE,
     CURVES_FILE,
     SKIPPED_FILE,
+    WEIGHTS_FILE,
     RunState,
     align_state,
     backup_dir,
@@ -70,9 +76,6 @@ class TrainResult:
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and TensorFlow; make TF's ops deterministic."""
-    import keras
-    import tensorflow as tf
-
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -88,8 +91,6 @@ def load_list(csv_path: str, class_names: list[str], image_size: tuple[int, int]
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
     """Adam (the post's) or AdamW, with a constant or warm-up + cosine rate."""
-    import keras
-
     rate = cfg.learning_rate
     if cfg.lr_schedule == "cosine":
         total = max(1, cfg.epochs * steps_per_epoch)
@@ -126,14 +127,10 @@ def phase_config(cfg: TrainConfig, frozen: bool) -> TrainConfig:
 
 def early_stopping_of(callbacks: list):
     """The EarlyStopping among `callbacks` (it holds the best epoch's weights)."""
-    import keras
-
     return next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
 
 
 def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
-    import keras
-
     model.compile(
         optimizer=make_optimizer(cfg, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
@@ -182,8 +179,6 @@ def array_datasets(run_config: RunConfig, global_batch: int, start_epoch: int, e
     left over are in the next epoch's order), so every replica gets equal
     shards; a resumed run continues with the epoch it stopped in.
     """
-    from .datasets import array_dataset
-
     cfg, mcfg = run_config.train, run_config.model
     size = (mcfg.image_size[0], mcfg.image_size[1])
     x_train, y_train, x_val, y_val, skipped = load_training_lists(run_config, global_batch, progress,
@@ -203,8 +198,6 @@ def feature_datasets(lists: tuple, extractor, run_config: RunConfig, global_batc
     """`--cache-features`: the frozen part run once over the loaded lists
     (`load_training_lists`' tuple), its outputs batched as the images would
     be: (train, val or None)."""
-    from .datasets import array_dataset, feature_dataset
-
     cfg, mcfg = run_config.train, run_config.model
     x_train, y_train, x_val, y_val, _ = lists
 
@@ -220,8 +213,6 @@ def feature_datasets(lists: tuple, extractor, run_config: RunConfig, global_batc
 def stream_datasets(run_config: RunConfig, global_batch: int):
     """Decode the lists batch by batch (for lists larger than memory):
     (train, val or None, steps per epoch, a list that collects skipped files)."""
-    from .datasets import file_dataset
-
     cfg, mcfg = run_config.train, run_config.model
     size = (mcfg.image_size[0], mcfg.image_size[1])
     if cfg.mixup_alpha > 0 or cfg.cutmix > 0:
@@ -248,8 +239,6 @@ def restore_state(model, run_dir: Path, state: RunState, scope) -> list | None:
     after the state's epoch; return the best epoch's weights (for early
     stopping to restore at the end). `scope` makes the context to create
     variables in (a strategy's scope), once per use."""
-    from .callbacks import set_rng_state
-
     folder = backup_dir(run_dir)
     with scope():
         model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
@@ -272,8 +261,6 @@ def restore_state(model, run_dir: Path, state: RunState, scope) -> list | None:
 
 def finalise(model, run_config: RunConfig, run_dir: Path, has_val: bool) -> tuple[pd.DataFrame, int]:
     """Write the best weights (without optimizer state) and the curves; (history, best epoch)."""
-    from .callbacks import monitored
-
     # an uncompiled twin, so the shipped file holds no optimizer state
     clean = build_classifier(run_config.model, load_pretrained=False)
     clean.set_weights(model.get_weights())
@@ -283,8 +270,6 @@ def finalise(model, run_config: RunConfig, run_dir: Path, has_val: bool) -> tupl
     best_epoch = -1
     if monitor in history and history[monitor].notna().any():
         best_epoch = int(history.loc[history[monitor].idxmin(), "epoch"])
-        from .plots import training_curves
-
         training_curves(history, run_dir / CURVES_FILE)
     return history, best_epoch
 
@@ -298,9 +283,6 @@ def train_run(run_config: RunConfig, run_dir: str | Path, options: TrainOptions 
     run dir, the others with a worker dir of their own, so only the chief
     writes the run dir; on --resume they restart at one epoch.
     """
-    from .callbacks import make_callbacks
-    from .distribute import DistributionEnv
-
     check_transfer(run_config.model, run_config.train)
     options = options or TrainOptions()
     env = env or DistributionEnv(strategy=None, is_chief=True, name="default")
