@@ -27,20 +27,23 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from keras.utils import Progbar
 
-from .choices import FAITHFULNESS_STEPS, ONLY, PREDICTED
+from . import atomic, plots
+from . import report as report_page
+from .attention import AttentionExplainer, AttentionMaps, AttentionSummary, explainer_for, vit_keras_attention_map
+from .choices import FAITHFULNESS_STEPS, PREDICTED, check_plot_options
 from .errors import BadInputError
 from .faithfulness_job import OWNED_OUTPUTS as FAITHFULNESS_OUTPUTS
-from .outputs import REPORT_FILE, SKIPPED_FILE
+from .faithfulness_job import report_rows, score_faithfulness, write_faithfulness
+from .images import SKIPPED_COLUMNS, load_images, none_readable_message, write_skipped
+from .model import load_run
+from .outputs import REPORT_FILE, SKIPPED_FILE, remove_stale
+from .predict import predict_files, predictions_table
 
-if TYPE_CHECKING:
-    from .attention import AttentionExplainer, AttentionMaps, AttentionSummary
-
-MAX_RUNS = 2
 DISPLAY_MIN = 192  # images smaller than this are shown enlarged, the mask drawn at that size
 PER_HEAD_IMAGES = 4
 GRID_FILE = "attention_grid.png"
@@ -74,14 +77,12 @@ def display_size(model_size: Sequence[int]) -> tuple[int, int]:
 
 def select_rows(table: pd.DataFrame, only: str, limit: int) -> pd.DataFrame:
     """Rows matching `only` (correct/wrong need a true label), `limit` spread over them."""
-    from .plots import evenly_spaced
-
     labelled = table["true"] != ""
     if only == "correct":
         table = table[labelled & (table["true"] == table["pred"])]
     elif only == "wrong":
         table = table[labelled & (table["true"] != table["pred"])]
-    return table.iloc[evenly_spaced(len(table), limit)]
+    return table.iloc[plots.evenly_spaced(len(table), limit)]
 
 
 def _safe_name(path: str) -> str:
@@ -90,26 +91,10 @@ def _safe_name(path: str) -> str:
 
 def _decode(files: Sequence[str], sizes: Sequence[tuple[int, int]]):
     """Decode `files` at each size: (one array per size, kept indices, skipped (file, reason))."""
-    from .images import load_images
-
     first = load_images(files, sizes[0], progress=False)
     kept = first.kept.tolist()
     others = [load_images([files[i] for i in kept], size, progress=False).images for size in sizes[1:]]
     return [first.images, *others], kept, list(first.skipped.itertuples(index=False, name=None))
-
-
-def check_options(run_dirs, limit: int, only: str, discard_ratio: float, batch_size: int) -> None:
-    """The plot options that need no model, checked before any work."""
-    if not 1 <= len(run_dirs) <= MAX_RUNS:
-        raise BadInputError(f"--run: give one or two run dirs, got {len(run_dirs)}")
-    if only not in ONLY:
-        raise BadInputError(f"--only {only!r}: choose one of {ONLY}")
-    if limit < 1:
-        raise BadInputError(f"--limit must be at least 1, got {limit}")
-    if not 0.0 <= discard_ratio < 1.0:
-        raise BadInputError(f"--discard-ratio must be in [0, 1), got {discard_ratio}")
-    if batch_size < 1:
-        raise BadInputError(f"--batch-size must be at least 1, got {batch_size}")
 
 
 def _check_layers(num_layers: int, start: int, stop: int | None, head_layer: int, run_dir: Path) -> None:
@@ -147,8 +132,6 @@ class RunView:
 def explain_run(model, class_names: Sequence[str], name: str, model_images: np.ndarray, display: np.ndarray,
                 options: dict, target: int | None, batch_size: int, progress: bool) -> RunView:
     """Predictions, rollout maps (drawn on `display`) and, with a target, class-specific maps."""
-    from .attention import explainer_for
-
     explainer = explainer_for(model)
     summary = explainer.summarize(model_images, options["head_fusion"], batch_size, progress=progress)
     rollout = {k: options[k] for k in ("discard_ratio", "start", "stop", "normalize")}
@@ -165,10 +148,6 @@ def explain_run(model, class_names: Sequence[str], name: str, model_images: np.n
 def write_figures(out_dir: Path, files: Sequence[str], true: Sequence[str], display: np.ndarray,
                   views: Sequence[RunView], head_layer: int, progress: bool) -> tuple[list[Path], list[str]]:
     """Every figure of the command; returns (files written, per-image figure names)."""
-    from keras.utils import Progbar
-
-    from . import plots
-
     first = views[0]
     written, figure_names = [], []
     bar = Progbar(len(files), unit_name="figure") if progress and len(files) > 1 else None
@@ -229,14 +208,7 @@ def plot_comparison(
     (for the messages). `faithfulness`: also score every map of the first
     run on the images shown, in `faithfulness_steps` steps, with `boxes`
     (a CSV of file, x0, y0, x1, y1) the pointing game too."""
-    from . import atomic, plots
-    from .attention import vit_keras_attention_map
-    from .images import SKIPPED_COLUMNS, none_readable_message, write_skipped
-    from .model import load_run
-    from .outputs import remove_stale
-    from .predict import predict_files, predictions_table
-
-    check_options(run_dirs, limit, only, discard_ratio, batch_size)
+    check_plot_options(run_dirs, limit, only, discard_ratio, batch_size)
     out_dir = Path(out_dir)
     runs = [load_run(d) for d in run_dirs]
     names = run_names(run_dirs)
@@ -294,15 +266,11 @@ def plot_comparison(
     written.append(atomic.write_csv(out_dir / SELECTION_FILE, selection))
     faithful_rows = None
     if faithfulness:
-        from .faithfulness_job import report_rows, score_faithfulness, write_faithfulness
-
         scored = score_faithfulness(model, model_images[0], files, class_names, faithfulness_steps, batch_size, boxes)
         written += write_faithfulness(out_dir, scored)
         faithful_rows = report_rows(scored)
     if report:
-        from .report import write_comparison_report
-
-        written.append(write_comparison_report(out_dir, files, true, display, views, skipped,
-                                               faithfulness=faithful_rows))
+        written.append(report_page.write_comparison_report(out_dir, files, true, display, views, skipped,
+                                                           faithfulness=faithful_rows))
     remove_stale(out_dir, written, OWNED_OUTPUTS)
     return written

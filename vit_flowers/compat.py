@@ -5,6 +5,8 @@ no public API does it, and fails with the Keras version when Keras moves it
 
 from __future__ import annotations
 
+import keras
+
 
 class CompatError(RuntimeError):
     """A private Keras API this package relies on is gone or changed."""
@@ -17,9 +19,8 @@ def patch_tf2onnx() -> None:
     exports a traced `tf.function` (bytes in, probabilities out), not a Keras
     model, and for that Keras has no public door to the patch.
     """
-    import keras
-
     try:
+        # local: a private module Keras may move or drop; importing it is the check
         from keras.src.export.tf2onnx_lib import patch_tf2onnx as patch
     except ImportError as err:
         raise CompatError(f"keras {keras.__version__} has no keras.src.export.tf2onnx_lib.patch_tf2onnx ({err}); "

@@ -37,13 +37,22 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from .choices import EXPORT_FORMATS
+from .attention import split_model, transformer_blocks
+from .choices import EXPORT_FORMATS, parse_formats
+from .compat import patch_tf2onnx
+from .datasets import preprocess
 from .errors import BadInputError
+from .images import REDUCED_SCALES
+from .model import load_run
 from .outputs import move_into_place
+from .predict import predict_arrays
 
 FORMATS = EXPORT_FORMATS
 SAVED_MODEL_DIR = "saved_model"
@@ -79,23 +88,11 @@ class ExportResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def parse_formats(text: str | Sequence[str]) -> list[str]:
-    """'savedmodel,tflite' -> ['savedmodel', 'tflite']; unknown names are bad input."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = [item.strip().lower() for item in items if item.strip()]
-    unknown = [name for name in names if name not in FORMATS]
-    if unknown or not names:
-        raise BadInputError(f"unknown export format(s) {unknown or text!r}; choose from {','.join(FORMATS)}")
-    return [name for name in FORMATS if name in names]
-
-
 # ------------------------------------------------------------ in-graph decoding
 def _header_size(data, image_format):
     """(height, width) as int64 read from the file header, without decoding:
     JPEG by `extract_jpeg_shape`, PNG from IHDR, GIF from the logical screen,
     BMP from BITMAPINFOHEADER (top-down BMPs store a negative height)."""
-    import tensorflow as tf
-
     padded = tf.strings.join([data, tf.constant(b"\0" * 32)])
 
     def field_bytes(offset, length):
@@ -127,8 +124,6 @@ def _header_size(data, image_format):
 
 def _image_format(data):
     """0 JPEG, 1 PNG, 2 GIF, 3 BMP, -1 anything else, from the magic bytes."""
-    import tensorflow as tf
-
     head = tf.strings.substr(data, 0, 4)
     checks = [
         tf.equal(tf.strings.substr(head, 0, 3), b"\xff\xd8\xff"),
@@ -144,8 +139,6 @@ def _image_format(data):
 
 def _to_rgb(image):
     """uint8 (h, w, 1|2|3|4) -> (h, w, 3): gray repeated, alpha composited on white."""
-    import tensorflow as tf
-
     channels = tf.shape(image)[-1]
     colour = tf.gather(image, tf.where(channels >= 3, tf.constant([0, 1, 2]), tf.constant([0, 0, 0])), axis=-1)
     has_alpha = tf.logical_or(tf.equal(channels, 2), tf.equal(channels, 4))
@@ -159,8 +152,6 @@ def _resize(image, size: tuple[int, int]):
     """uint8 (h, w, 3) -> uint8 at `size`, as `vit_flowers.images.decode_image`:
     area averaging to shrink 2x or more in both sides, else bilinear (which
     leaves an image already at `size` as it is)."""
-    import tensorflow as tf
-
     height, width = size
     shape = tf.shape(image)
     halving = tf.logical_and(shape[0] >= 2 * height, shape[1] >= 2 * width)
@@ -175,10 +166,6 @@ def _decode_jpeg(data, hw, size: tuple[int, int]):
     `vit_flowers.images.reduced_scale` picks for the stored size `hw` and the
     target `size`, as the package's loader decodes them (libjpeg's scaled
     decoding, accurate integer IDCT)."""
-    import tensorflow as tf
-
-    from .images import REDUCED_SCALES
-
     scales = (1, *sorted(REDUCED_SCALES))
     short, need = tf.reduce_min(hw), max(size)
     # how many scales above 1 keep the short side >= the target's long side: the index of the largest one
@@ -191,8 +178,6 @@ def _decode_jpeg(data, hw, size: tuple[int, int]):
 def decode_one(data, index, size: tuple[int, int]):
     """One encoded image (a scalar tf.string) -> uint8 (height, width, 3) at
     `size`; bad bytes fail with a message naming `image_bytes[index]`."""
-    import tensorflow as tf
-
     where = tf.strings.format("image_bytes[{}]: ", index)
     length = tf.strings.length(data)
     checks = [tf.debugging.Assert(length > 0, [tf.strings.join([
@@ -220,8 +205,6 @@ def decode_one(data, index, size: tuple[int, int]):
 
 def decode_images(image_bytes, size: tuple[int, int]):
     """A batch of encoded images (tf.string [N]) -> uint8 [N, height, width, 3]."""
-    import tensorflow as tf
-
     count = tf.shape(image_bytes)[0]
     return tf.map_fn(lambda args: decode_one(args[0], args[1], size), (image_bytes, tf.range(count)),
                      fn_output_signature=tf.TensorSpec((*size, 3), tf.uint8))
@@ -238,11 +221,6 @@ class ExportFunctions:
     """
 
     def __init__(self, model, class_names: Sequence[str]) -> None:
-        import keras
-        import tensorflow as tf
-
-        from .attention import split_model, transformer_blocks
-
         self.model = model
         self.class_names = list(class_names)
         backbone, _ = split_model(model)
@@ -260,8 +238,6 @@ class ExportFunctions:
             tf.TensorSpec((None,), tf.string, name="image_bytes")])
 
     def _probabilities(self, images):
-        import tensorflow as tf
-
         x = tf.cast(images, tf.float32) / 127.5 - 1.0
         return tf.cast(self.model(x, training=False), tf.float32)
 
@@ -269,15 +245,11 @@ class ExportFunctions:
         return {"probabilities": self._probabilities(images)}
 
     def _serving(self, image_bytes):
-        import tensorflow as tf
-
         probabilities = self._probabilities(decode_images(image_bytes, self.size))
         label = tf.gather(self._labels, tf.argmax(probabilities, axis=-1))
         return {"probabilities": probabilities, "label": label}
 
     def _attention(self, images):
-        import tensorflow as tf
-
         x = tf.cast(images, tf.float32) / 127.5 - 1.0
         attention = self._attention_graph(x, training=False)
         attention = attention if isinstance(attention, (list, tuple)) else [attention]
@@ -299,8 +271,6 @@ def write_saved_model(functions: ExportFunctions, path: Path) -> Path:
     """The SavedModel with its three signatures through Keras' ExportArchive,
     which keeps the variables the functions use. (`archive.track(model)`
     would store every variable a second time.)"""
-    import keras
-
     archive = keras.export.ExportArchive()
     archive.add_endpoint("serving_default", functions.serving_default)
     archive.add_endpoint("predict_images", functions.predict_images)
@@ -312,8 +282,6 @@ def write_saved_model(functions: ExportFunctions, path: Path) -> Path:
 def tflite_bytes(saved_model: Path, quantize: bool) -> bytes:
     """`predict_images` of a SavedModel as a TFLite flatbuffer; `quantize`:
     dynamic-range quantisation (int8 weights, float activations)."""
-    import tensorflow as tf
-
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["predict_images"])
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -324,7 +292,7 @@ def _erfc_handler(ctx, node, name, args) -> None:
     """tf2onnx handler for TensorFlow's Erfc, which tf2onnx 1.17 lacks and
     TensorFlow 2.21 uses for the exact GELU (`0.5 x erfc(-x / sqrt 2)`):
     erfc(x) = 1 - erf(x) with ONNX's Erf."""
-    from tf2onnx import utils
+    from tf2onnx import utils  # optional: the export extra (tf2onnx)
 
     dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
     erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
@@ -337,13 +305,9 @@ def onnx_bytes(functions: ExportFunctions) -> bytes:
     """`predict_images` through tf2onnx (as Keras' own ONNX export does, with
     its NumPy 2 patch, plus a handler for Erfc); the error names tf2onnx when
     it fails."""
-    import tensorflow as tf
-
     spec = (tf.TensorSpec((None, *functions.size, 3), tf.uint8, name="images"),)
     try:
-        import tf2onnx
-
-        from .compat import patch_tf2onnx
+        import tf2onnx  # optional: the export extra; missing, the export fails naming it
 
         with warnings.catch_warnings():  # its `np.object` alias warns under NumPy 2
             warnings.simplefilter("ignore", FutureWarning)
@@ -359,8 +323,6 @@ def onnx_bytes(functions: ExportFunctions) -> bytes:
 
 
 def _version(dist: str) -> str:
-    from importlib import metadata
-
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -372,10 +334,8 @@ def tflite_interpreter(path: str | Path, num_threads: int | None = None):
     """A TFLite interpreter: LiteRT's (`ai_edge_litert`, the maintained
     runtime) when installed, else TensorFlow's deprecated `tf.lite.Interpreter`."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # optional: LiteRT, else TensorFlow's interpreter
     except ImportError:
-        import tensorflow as tf
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
@@ -392,7 +352,7 @@ def tflite_predict(interpreter, images: np.ndarray) -> np.ndarray:
 
 def onnx_session(path: str | Path, num_threads: int | None = None):
     """An ONNX Runtime session on the CPU."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: the export extra (onnxruntime)
 
     options = ort.SessionOptions()
     if num_threads:
@@ -420,8 +380,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: str | Sequence
     (`predict.predict_arrays`) must stay within FLOAT_TOLERANCE (the int8
     file's is only reported).
     """
-    from .model import load_run
-
     log = log or (lambda text: None)
     formats = parse_formats(formats)
     model, run_config = load_run(run_dir)
@@ -493,11 +451,6 @@ def check_exports(model, folder: Path, files: Sequence[str], size: tuple[int, in
                   count: int = CHECK_IMAGES) -> dict[str, float]:
     """Largest |probability difference| of each export from the package on
     `count` random uint8 images; float exports beyond FLOAT_TOLERANCE fail."""
-    import tensorflow as tf
-
-    from .datasets import preprocess
-    from .predict import predict_arrays
-
     images = np.random.default_rng(0).integers(0, 256, (count, *size, 3), dtype=np.uint8)
     expected = predict_arrays(model, preprocess(images))
     got: dict[str, np.ndarray] = {}

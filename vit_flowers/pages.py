@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .filelists import collect_list
+from .predict import predict_inputs
 from .report import display_name, write_prediction_report, write_train_report
 from .report_attention import AUTO, report_attention
 
@@ -31,8 +33,6 @@ def training_page(run_dir: str | Path, model, run_config, history, best_epoch: i
     """`report.html` for a run dir: curves, history, config, the best epoch
     and, when the run has a validation list, its predictions by the
     trained model (the weights the run dir holds)."""
-    from .predict import collect_list, predict_inputs
-
     validation = None
     if run_config.train.val_list:
         inputs = collect_list(run_config.train.val_list, run_config.model.class_names)

@@ -12,14 +12,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
+from keras.utils import Progbar
 
-from . import atomic
+from . import atomic, plots
+from .datasets import preprocess
 from .errors import BadInputError
-from .filelists import is_image_name, list_folder, read_file_list
+
+# the rows (file, true) predict takes are read before TensorFlow starts, so they live with the file lists;
+# `predict.collect_list` (and `collect_images`) work as they did
+from .filelists import collect_images, collect_list  # noqa: F401
 from .images import SKIPPED_COLUMNS, decode_image, iter_image_chunks, write_skipped
-from .outputs import REPORT_FILE, SKIPPED_FILE, InputFolders
+from .model import fused_attention_call
+from .outputs import REPORT_FILE, SKIPPED_FILE, remove_stale
 
 PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
@@ -37,42 +45,6 @@ class PredictionResult:
     metrics: dict | None
 
 
-def collect_images(paths: Sequence[str | Path], class_names: Sequence[str],
-                   folders: InputFolders | None = None) -> pd.DataFrame:
-    """Rows (file, true) for files and folders; a folder's subfolders are
-    classes (true = the subfolder's name when it is a known class).
-    `folders` leaves out folders of outputs and folders read already (a link
-    back to a parent, say), and keeps what it left out."""
-    folders = folders if folders is not None else InputFolders()
-    rows: list[tuple[str, str]] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.is_dir():
-            if not (path.exists() or path.is_symlink()):
-                raise BadInputError(f"{path}: no such file or folder")
-            rows.append((str(path), ""))  # a file given by name: read (or skipped with its reason) as it is
-            continue
-        if not folders.admit(path, top=True):
-            continue
-        for item in list_folder(path):
-            if item.is_dir() and not is_image_name(item):
-                if not folders.admit(item):
-                    continue
-                true = item.name if item.name in class_names else ""
-                rows += [(str(f), true) for f in list_folder(item) if is_image_name(f)]
-            elif is_image_name(item):
-                rows.append((str(item), ""))
-    if not rows:
-        raise BadInputError(f"no image files found in {', '.join(str(p) for p in paths)}")
-    return pd.DataFrame(rows, columns=["file", "true"])
-
-
-def collect_list(csv_path: str | Path, class_names: Sequence[str]) -> pd.DataFrame:
-    """Rows (file, true) from a file list; unknown classes are an error."""
-    frame = read_file_list(csv_path, class_names)
-    return pd.DataFrame({"file": frame["path"], "true": [class_names[i] for i in frame["label"]]})
-
-
 def predict_files(
     model,
     files: Sequence[str],
@@ -87,12 +59,8 @@ def predict_files(
 
     `mirror` averages each image's probabilities with its left-right mirror
     image's (test-time augmentation; twice the model time)."""
-    from .datasets import preprocess
-
     bar = None
     if progress:
-        from keras.utils import Progbar
-
         bar = Progbar(len(files), unit_name="image")
     probs, kept, skipped = [], [], []
     for offset, chunk in iter_image_chunks(list(files), image_size, chunk_size):
@@ -127,8 +95,6 @@ JIT_COMPILE = False
 def forward_options(model, fused: bool | None = None, jit_compile: bool | None = None) -> dict:
     """The options `forward` uses for `model`: the defaults above where not
     given; fused attention only where the model is a vit_keras chain it knows."""
-    from .model import fused_attention_call
-
     fused = FUSED_ATTENTION if fused is None else bool(fused)
     if fused and fused_attention_call(model) is None:
         fused = False
@@ -138,10 +104,6 @@ def forward_options(model, fused: bool | None = None, jit_compile: bool | None =
 def _traced_forward(model, fused: bool, jit_compile: bool):
     """A `tf.function` of `model(x, training=False)` (or its fused-attention
     equivalent) that does not keep the model alive."""
-    import tensorflow as tf
-
-    from .model import fused_attention_call
-
     ref = weakref.ref(model)
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
     if fused:
@@ -172,8 +134,6 @@ def forward(model, x: np.ndarray, batch_size: int = 32, fused: bool | None = Non
     `jit_compile` compiles the graph with XLA. None: the package's defaults
     (FUSED_ATTENTION, JIT_COMPILE). Other backends use `model.predict`.
     """
-    import keras
-
     if keras.backend.backend() != "tensorflow":
         return model.predict(x, batch_size=batch_size, verbose=0)
     options = forward_options(model, fused, jit_compile)
@@ -246,9 +206,6 @@ def write_outputs(result: PredictionResult, class_names: Sequence[str], out_dir:
     """predictions.csv, skipped_files.csv, metrics.json and the two figures;
     an earlier run's outputs that this one does not rewrite (its metrics when
     this run has no labels, say) are removed."""
-    from .outputs import remove_stale
-    from .plots import confusion_matrix_figure, evenly_spaced, prediction_grid
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [atomic.write_csv(out_dir / PREDICTIONS_FILE, result.table)]
@@ -257,15 +214,15 @@ def write_outputs(result: PredictionResult, class_names: Sequence[str], out_dir:
         written.append(skipped)
     table = result.table
     if len(table):
-        picks = evenly_spaced(len(table), 16)
+        picks = plots.evenly_spaced(len(table), 16)
         rows = table.iloc[picks]
         confidence = rows[[f"prob_{c}" for c in class_names]].max(axis=1).to_numpy()
-        written.append(prediction_grid(grid_images(rows["file"].tolist()), rows["true"].tolist(),
-                                       rows["pred"].tolist(), out_dir / GRID_FILE, confidence=confidence))
+        written.append(plots.prediction_grid(grid_images(rows["file"].tolist()), rows["true"].tolist(),
+                                             rows["pred"].tolist(), out_dir / GRID_FILE, confidence=confidence))
     if result.metrics is not None:
         written.append(atomic.write_json(out_dir / METRICS_FILE, result.metrics))
-        written.append(confusion_matrix_figure(np.array(result.metrics["confusion_matrix"]), class_names,
-                                               out_dir / CONFUSION_FILE))
+        written.append(plots.confusion_matrix_figure(np.array(result.metrics["confusion_matrix"]), class_names,
+                                                     out_dir / CONFUSION_FILE))
     remove_stale(out_dir, written, OWNED_OUTPUTS)
     return written
 

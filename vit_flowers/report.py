@@ -25,22 +25,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import math
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+import cv2
+import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 
 from . import atomic
+from .images import iter_image_chunks
 from .outputs import REPORT_FILE
-
-if TYPE_CHECKING:
-    import jinja2
 
 THUMB_SIZE = 128  # px, the side of a card's thumbnail (the model's square view of the photo)
 LARGE_SIZE = 224  # px, the side of the photo and overlays in a card's large view
@@ -69,8 +72,6 @@ def base_name(path: Any) -> str:
 
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> str:
     """An RGB uint8 image as a `data:image/jpeg;base64,...` URI."""
-    import cv2
-
     ok, buffer = cv2.imencode(".jpg", np.ascontiguousarray(np.asarray(image, np.uint8)[..., ::-1]),
                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
@@ -81,8 +82,6 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> str:
 def thumbnails(files: Sequence[str], size: int = THUMB_SIZE, chunk_size: int = 256) -> list[str | None]:
     """A square JPEG data URI per file (the model's view: squashed to a square),
     None for a file that cannot be read now. Decoded chunk by chunk in threads."""
-    from .images import iter_image_chunks
-
     out: list[str | None] = [None] * len(files)
     for offset, chunk in iter_image_chunks(list(files), (size, size), chunk_size):
         for row, index in enumerate(chunk.kept):
@@ -107,8 +106,6 @@ class SpilledImages(Mapping):
     does not stay in memory until the page is written."""
 
     def __init__(self) -> None:
-        import tempfile
-
         self._file = tempfile.TemporaryFile()
         self._index: dict[int, tuple[int, int]] = {}
 
@@ -147,8 +144,6 @@ class AttentionSet:
 # ---------------------------------------------------------------- rendering
 def _finalize(value: Any) -> Any:
     """Every `{{ }}` passes here: None prints nothing, text with undecodable bytes prints them as \\xNN."""
-    import markupsafe
-
     if value is None:
         return ""
     if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
@@ -157,8 +152,6 @@ def _finalize(value: Any) -> Any:
 
 
 def _environment() -> jinja2.Environment:
-    import jinja2
-
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
                               autoescape=True, finalize=_finalize, undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True)
@@ -188,16 +181,12 @@ class StreamedJson:
         return self.SLOT
 
     def text(self) -> str:
-        import io
-
         out = io.StringIO()
         write_json_object(out, self.entries())
         return out.getvalue()
 
 
 def _pieces(template: str, context: dict):
-    import markupsafe
-
     env = _environment()
     script = _asset(env, "report.js")
     return env.get_template(template).generate(
@@ -237,8 +226,6 @@ def write_page(path: str | os.PathLike, html: str) -> Path:
 
 def page_json(data: Any) -> str:
     """JSON safe inside a `<script type="application/json">` (no `</script>` can end it)."""
-    import markupsafe
-
     text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
     return markupsafe.Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
@@ -323,8 +310,6 @@ class Cards:
         return len(self.table)
 
     def __iter__(self):
-        from .images import iter_image_chunks
-
         size = self.chunk_size
         if self.thumbs is not None:
             for start in range(0, len(self.table), size):

@@ -23,9 +23,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from keras.utils import Progbar
 
+from .attention import explainer_for
 from .choices import ALL, AUTO, DEFAULT_SHARE, NONE, OPTION_HELP, parse_attention_option  # noqa: F401
 from .errors import BadInputError
+from .images import load_images
 from .report import LARGE_SIZE, AttentionImages, AttentionSet, SpilledImages, encode_jpeg, probability_columns
 
 
@@ -92,16 +95,11 @@ def compute_attention(model, files: Sequence[str], positions: Sequence[int], cla
     gave the model) and at LARGE_SIZE (the picture the overlay is drawn on),
     `chunk_size` images at a time so that memory stays bounded with `all`.
     """
-    from .attention import explainer_for
-    from .images import load_images
-
     explainer = explainer_for(model)
     if class_maps and not explainer.has_head:
         raise BadInputError(f"{explainer.name!r} is a bare backbone: class-specific maps need the classifier")
     bar = None
     if progress and len(files):
-        from keras.utils import Progbar
-
         bar = Progbar(len(files), unit_name="image")
     out = SpilledImages()  # encoded images wait on disk, not in memory, until the page is written
     for start in range(0, len(files), chunk_size):
