@@ -60,13 +60,3 @@ def write_csv(path: str | os.PathLike, frame: Any) -> Path:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, **csv_options())
     return Path(path)
-
-
-def save_figure(path: str | os.PathLike, figure: Any, **kwargs: Any) -> Path:
-    """Save a matplotlib figure atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, **kwargs)
-    plt.close(figure)
-    return Path(path)

@@ -26,6 +26,8 @@ def download_flower_photos(url: str = FLOWERS_URL) -> Path:
 
     Offline, the error says how to use a local copy instead.
     """
+    # local: `prepare` and the demo's data step read folders and draw images without TensorFlow; only the
+    # download uses Keras (its file cache), and importing Keras starts TensorFlow
     import keras
 
     try:

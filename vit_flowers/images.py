@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import io
+import mmap
 import os
 import stat
 import threading
@@ -35,9 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from struct import error as struct_error
 
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .atomic import write_csv
 
 SKIPPED_COLUMNS = ["file", "reason"]
 ORIENTATION = 0x0112  # the EXIF orientation tag
@@ -190,8 +194,6 @@ def _opencv_jpeg(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray
     is over PIL's decompression-bomb limit (OpenCV's own limit is set to
     PIL's when the package is imported first, so such files are not even
     decoded)."""
-    import cv2
-
     if not (data.startswith(JPEG_START) and data.endswith(JPEG_END)):
         return None
     stored = jpeg_size(data)
@@ -250,8 +252,6 @@ def decode_image(path: str | os.PathLike, size: tuple[int, int], out: np.ndarray
     into `out` when given (a row of the caller's array). Raises UnreadableImage with a reason a person can
     act on.
     """
-    import cv2
-
     height, width = size
     data = read_image_bytes(path)
     pixels = _opencv_jpeg(data, size)
@@ -283,8 +283,6 @@ def new_image_array(shape: tuple[int, ...]) -> np.ndarray:
     figure 2). An anonymous mapping with MAP_POPULATE makes the pages in one
     call instead (about 0.5 ms per MiB here). Small arrays, and systems
     without MAP_POPULATE, get `np.empty`."""
-    import mmap
-
     nbytes = int(np.prod(shape, dtype=np.int64))
     flag = getattr(mmap, "MAP_POPULATE", 0)
     if nbytes < POPULATE_BYTES or not flag:
@@ -369,6 +367,7 @@ def iter_image_chunks(
 
 def _progress_bar(total: int):
     """Keras' own progress bar, as `fit` and `predict` show."""
+    # local: Keras' only use here, and importing it starts TensorFlow (seconds); decoding needs neither
     from keras.utils import Progbar
 
     return Progbar(total, unit_name="image")
@@ -377,8 +376,6 @@ def _progress_bar(total: int):
 def write_skipped(skipped: pd.DataFrame, path: str | os.PathLike) -> Path | None:
     """Write `skipped_files.csv` (file, reason) when any file was skipped;
     otherwise remove an old report there, which would be wrong now."""
-    from .atomic import write_csv
-
     if skipped.empty:
         Path(path).unlink(missing_ok=True)
         return None

@@ -16,11 +16,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .atomic import save_figure  # noqa: E402
+from .atomic import atomic_path  # noqa: E402
 
 WRONG_COLOUR = "#c0392b"
 RIGHT_COLOUR = "#1e6f3a"
 DPI = 100  # every figure's resolution: a 3-inch panel is 300 pixels
+
+
+def save_figure(path: str | Path, figure, **kwargs) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, **kwargs)
+    plt.close(figure)
+    return Path(path)
 
 
 def _save(path: str | Path, fig) -> Path:
