@@ -5,21 +5,20 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # non-interactive: safe on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
+
 
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (safe on headless machines)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     return plt
 
 
 def save_png(fig, out_path: str | Path, dpi: int = 72, colours: int = 256) -> Path:
     """Save a figure as a palette PNG (quantised to ``colours``) to keep docs figures small."""
-    from PIL import Image
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -30,5 +29,5 @@ def save_png(fig, out_path: str | Path, dpi: int = 72, colours: int = 256) -> Pa
     tmp = out_path.with_name(out_path.name + ".tmp")
     small.save(tmp, format="PNG", optimize=True)
     tmp.replace(out_path)
-    pyplot().close(fig)
+    plt.close(fig)
     return out_path

@@ -45,13 +45,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
 
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-    from PIL import Image
+from vit_flowers.primer.figures import pyplot, save_png
 
 RGB = tuple[int, int, int]
 Box = tuple[int, int, int, int]
@@ -133,8 +132,6 @@ def draw_shapes(
     shapes: Sequence[Shape], size: int = STANDARD_SIZE, background: RGB = BACKGROUND
 ) -> Image.Image:
     """Draw shapes (500-px units) on a size x size RGB image; at 500 px the calls are the note's."""
-    from PIL import Image, ImageDraw
-
     s = size / STANDARD_SIZE
     img = Image.new("RGB", (size, size), tuple(background))
     draw = ImageDraw.Draw(img)
@@ -309,8 +306,6 @@ def mosaic_gray(rgb: np.ndarray, ratio: float = MOSAIC_RATIO) -> np.ndarray:
 
 def read_rgb_uint8(path: str | Path) -> np.ndarray:
     """Decode an image file to a uint8 (H, W, 3) RGB array."""
-    from PIL import Image
-
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
@@ -358,8 +353,6 @@ def _rng(seed: int, kind: str, i: int) -> np.random.Generator:
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
-    import pandas as pd
-
     df = pd.DataFrame(rows, columns=["file", "label", *BOX_COLUMNS, "part"])
     for c in BOX_COLUMNS:
         df[c] = df[c].astype("Int64")
@@ -446,8 +439,6 @@ def write_inspection_classes(
 def plot_overview(out_path: str | Path, seed: int = 0, size: int = STANDARD_SIZE,
                   ratio: float = MOSAIC_RATIO) -> Path:
     """Figure: standard, a fluctuation, error A and error B (defect boxes drawn) over their mosaics."""
-    from vit_flowers.primer.figures import pyplot, save_png
-
     plt = pyplot()
     panels = [("standard", np.asarray(standard_image(size)), None),
               ("fluctuation", np.asarray(normal_image(_rng(seed, "normal", 0), size)), None)]

@@ -26,12 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from vit_flowers.primer.figures import pyplot, save_png
 from vit_flowers.primer.pixel_attention import (
     NOTE_W,
     attention_for_query,
     minmax_normalise,
     project,
 )
+
+# Keras is imported inside the functions that build and train the model, not here: the primer's NumPy
+# lessons (this module's data and plots among them) import without TensorFlow (tests/test_primer.py)
 
 #: The target colour ("pink") whose blob the learned query should find.
 TARGET_RGB: tuple[int, int, int] = (235, 60, 190)
@@ -144,7 +148,7 @@ def build_query_model(
     features: int = 8, w_init: np.ndarray | None = NOTE_W, q_init: np.ndarray | None = None
 ):
     """A Keras model: (B, H, W, 3) RGB in 0..255 -> (B, H, W) attention over pixels."""
-    import keras
+    import keras  # local: see the note at the imports
 
     layer = make_query_layer(features=features, w_init=w_init, q_init=q_init, name="query_attention")
     inputs = keras.Input(shape=(None, None, 3), name="rgb")
@@ -164,6 +168,7 @@ def _layer_class():
     global _LAYER
     if _LAYER is not None:
         return _LAYER
+    # local: see the note at the imports
     import keras
     from keras import ops
 
@@ -208,7 +213,7 @@ def _layer_class():
 
 def target_mass_loss(y_true, y_pred):
     """-log of the attention mass on the target mask (y_true: mask, y_pred: attention)."""
-    from keras import ops
+    from keras import ops  # local: see the note at the imports
 
     mass = ops.sum(ops.reshape(y_true * y_pred, (ops.shape(y_pred)[0], -1)), axis=-1)
     return -ops.log(mass + 1e-7)
@@ -220,7 +225,7 @@ def mask_cross_entropy_loss(y_true, y_pred):
     Its minimum is attention spread evenly over the target, so the learned map
     lights up the whole blob instead of its few brightest pixels.
     """
-    from keras import ops
+    from keras import ops  # local: see the note at the imports
 
     b = ops.shape(y_pred)[0]
     m = ops.reshape(y_true, (b, -1))
@@ -243,7 +248,7 @@ def train_query(
     verbose: int = 0,
 ) -> LearnedQuery:
     """Learn W and q on synthetic blob images; start from the note's W and a target-pixel query."""
-    import keras
+    import keras  # local: see the note at the imports
 
     keras.utils.set_random_seed(seed)
     data = make_blob_images(n_train, size=size, seed=seed, target_rgb=target_rgb)
@@ -291,8 +296,6 @@ def plot_given_vs_learned(
     data: BlobImages, given: np.ndarray, learned: np.ndarray, out_path: str | Path
 ) -> Path:
     """One row per image: image (query pixel marked), given attention, learned attention."""
-    from vit_flowers.primer.figures import pyplot, save_png
-
     plt = pyplot()
 
     n = len(data.images)

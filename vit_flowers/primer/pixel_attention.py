@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from vit_flowers.primer.figures import pyplot, save_png
 
 #: The note's 3x8 weight matrix: RGB (0..255) -> 8-d features.
 NOTE_W = np.array(
@@ -49,8 +52,6 @@ class QueryAttention:
 
 def load_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as a float32 (H, W, 3) RGB array in 0..255."""
-    from PIL import Image
-
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"), dtype=np.float32)
 
@@ -121,8 +122,6 @@ def plot_query_attention(
     image: np.ndarray, results: Sequence[QueryAttention], out_path: str | Path
 ) -> Path:
     """Save a PNG: the original (queries marked) beside one attention image per query."""
-    from vit_flowers.primer.figures import pyplot, save_png
-
     plt = pyplot()
 
     n = 1 + len(results)

@@ -29,6 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from vit_flowers.primer.figures import pyplot, save_png
+
+# Keras and vit_keras are imported inside the cross-checks, not here: the primer's NumPy lessons import
+# without TensorFlow (tests/test_primer.py)
+
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax (subtract the max) in float64."""
@@ -184,7 +189,7 @@ def set_keras_mha_weights(layer: Any, p: MHAParams) -> None:
 
 def keras_mha(p: MHAParams) -> Any:
     """A keras.layers.MultiHeadAttention built for p's shapes and holding p's weights."""
-    import keras
+    import keras  # local: see the note at the imports
 
     layer = keras.layers.MultiHeadAttention(num_heads=p.heads, key_dim=p.head_dim)
     x = np.zeros((1, 2, p.dim), np.float32)
@@ -227,7 +232,7 @@ def set_vit_keras_weights(layer: Any, p: MHAParams) -> None:
 
 def vit_keras_mhsa(p: MHAParams) -> Any:
     """A vit_keras.layers.MultiHeadSelfAttention holding p's weights."""
-    from vit_keras.layers import MultiHeadSelfAttention
+    from vit_keras.layers import MultiHeadSelfAttention  # local: see the note at the imports
 
     layer = MultiHeadSelfAttention(num_heads=p.heads)
     set_vit_keras_weights(layer, p)
@@ -257,7 +262,7 @@ def check_against_keras(
     non-zero biases assigned first so the bias paths are checked too; the same numbers
     are then given to vit_keras.
     """
-    import keras
+    import keras  # local: see the note at the imports
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(batch, tokens, dim)).astype(np.float32)
@@ -288,8 +293,6 @@ def plot_note_attention(
     tokens with their RGB in [0, 1] as features, and for each query pixel (y, x) in the
     reduced image its row of A = softmax(X^T X) is drawn as a map.
     """
-    from vit_flowers.primer.figures import pyplot, save_png
-
     image = np.asarray(image)
     ys = np.arange(side) * image.shape[0] // side
     xs = np.arange(side) * image.shape[1] // side
