@@ -22,7 +22,6 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
@@ -64,6 +63,8 @@ class VersionAction(argparse.Action):
 def versions() -> str:
     """The package's version and those of the stack it runs on, read from the
     installed metadata (nothing is imported)."""
+    from importlib import metadata  # local: a third of the parser's start-up, and only --version reads it
+
     parts = [f"vit-flowers {__version__}"]
     for dist in ("tensorflow", "keras", "vit-keras"):
         try:
