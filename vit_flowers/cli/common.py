@@ -87,7 +87,8 @@ SHARED_OPTIONS: dict[str, dict] = {
         "export": "folder for saved_model/, model.tflite, model_int8.tflite, model.onnx, labels.txt, README.md",
         "demo": "where data, run dir and figures go"}},
     "--batch-size": {"type": positive_int, "default": 32, "help": {
-        "predict": "images per model call", "plot": "images per model call"}},
+        "predict": "images per model call",
+        "plot": "images per model call (with --faithfulness also the perturbed images: a larger batch, 128 say, scores faster where memory allows)"}},
     "--strict": {"action": "store_true", "help": {
         "train": "exit 2 naming the first unreadable image instead of skipping it",
         "predict": "exit 2 at the first unreadable image instead of skipping it"}},
