@@ -490,3 +490,20 @@ def test_boxes_without_faithfulness_is_refused(tiny_run, synthetic_data, tmp_pat
             "--boxes", str(boxes), "--out", str(tmp_path / "plot")]
     assert cli.main(argv) == 2
     assert "--faithfulness" in capsys.readouterr().err
+
+
+def test_more_steps_than_patches_is_refused_from_the_config_before_the_model_loads(tiny_run, synthetic_data,
+                                                                                    tmp_path, capsys, monkeypatch):
+    from vit_flowers import cli, comparison
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(comparison, "plot_comparison", never)
+    patches = 16  # the tiny run: 32 px in 8 px patches
+    argv = ["plot", "--run", str(tiny_run), "--list", str(synthetic_data / "testing_files.csv"), "--faithfulness",
+            "--faithfulness-steps", str(patches + 1), "--out", str(tmp_path / "plot")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --faithfulness-steps {patches + 1}: between 1 and the model's {patches} patches"], err
+    assert not (tmp_path / "plot").exists()

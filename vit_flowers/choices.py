@@ -51,6 +51,15 @@ def parse_attention_option(value: str | int) -> int | str:
     return count
 
 
+def check_faithfulness_steps(steps: int, grid: Sequence[int]) -> None:
+    """--faithfulness-steps must change at least one patch a step: 1 to the
+    model's patch count (`grid`: rows, columns). Checked from config.json
+    before the model loads, and by the scoring itself."""
+    patches = int(grid[0]) * int(grid[1])
+    if not 1 <= steps <= patches:
+        raise BadInputError(f"--faithfulness-steps {steps}: between 1 and the model's {patches} patches")
+
+
 def check_plot_options(run_dirs: Sequence, limit: int, only: str, discard_ratio: float, batch_size: int) -> None:
     """The plot options that need no model, checked before any work."""
     if not 1 <= len(run_dirs) <= MAX_RUNS:

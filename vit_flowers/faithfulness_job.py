@@ -26,8 +26,7 @@ from PIL import Image
 
 from . import atomic
 from .attention import explainer_for
-from .choices import FAITHFULNESS_STEPS
-from .errors import BadInputError
+from .choices import FAITHFULNESS_STEPS, check_faithfulness_steps
 from .faithfulness import (
     mass_ratio,
     method_maps,
@@ -87,9 +86,7 @@ def score_faithfulness(model, images: np.ndarray, files: Sequence[str], class_na
     `boxes` (a CSV of file, x0, y0, x1, y1 in the photo's pixels) by the
     pointing game and the mass inside the box."""
     explainer = explainer_for(model)
-    patches = explainer.grid[0] * explainer.grid[1]
-    if not 1 <= steps <= patches:
-        raise BadInputError(f"--faithfulness-steps {steps}: between 1 and the model's {patches} patches")
+    check_faithfulness_steps(steps, explainer.grid)
     maps = method_maps(explainer, images, seed=seed, batch_size=batch_size)
     curves, classes = perturbation_curves(predictor(model), images, maps, explainer.patch_size, steps,
                                           batch_size=batch_size)

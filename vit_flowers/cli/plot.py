@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..choices import FAITHFULNESS_STEPS, HEAD_FUSIONS, NORMALIZATIONS, ONLY, PREDICTED, check_plot_options
+from ..choices import (
+    FAITHFULNESS_STEPS,
+    HEAD_FUSIONS,
+    NORMALIZATIONS,
+    ONLY,
+    PREDICTED,
+    check_faithfulness_steps,
+    check_plot_options,
+)
 from ..errors import EXIT_OK, BadInputError
 from ..outputs import SKIPPED_FILE, claim_output_dir
 from .common import add_input_args, add_shared, positive_int, read_inputs
@@ -57,6 +65,8 @@ def run_plot(args: argparse.Namespace) -> int:
     check_plot_options(runs, args.limit, args.only, args.discard_ratio, args.batch_size)
     configs = [check_run_files(run) for run in runs]
     inputs = read_inputs(args, configs[0].model.class_names)
+    if args.faithfulness:
+        check_faithfulness_steps(args.faithfulness_steps, configs[0].model.grid)  # before the model loads
     if args.boxes is not None:
         if not args.faithfulness:
             raise BadInputError("--boxes scores maps: it needs --faithfulness")
