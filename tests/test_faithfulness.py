@@ -13,6 +13,7 @@ import pytest
 
 from conftest import CLASS_NAMES
 from vit_flowers import faithfulness as fa
+from vit_flowers.boxes import read_boxes
 from vit_flowers.errors import BadInputError
 
 PATCH = 8
@@ -326,7 +327,7 @@ def test_scale_boxes_to_the_model_size():
 # ------------------------------------------------------------ boxes CSV
 def test_read_boxes_matches_exact_paths_and_unique_file_names(tmp_path):
     path = write_csv(tmp_path / "boxes.csv", "file,x0,y0,x1,y1\nroses/a.jpg,1,2,3,4\nb.jpg,0,0,10.5,20\n")
-    boxes = fa.read_boxes(path, ["/data/tulips/b.jpg", "roses/a.jpg"])
+    boxes = read_boxes(path, ["/data/tulips/b.jpg", "roses/a.jpg"])
     np.testing.assert_allclose(boxes, [[0, 0, 10.5, 20], [1, 2, 3, 4]])
 
 
@@ -342,17 +343,17 @@ def test_read_boxes_matches_exact_paths_and_unique_file_names(tmp_path):
 def test_read_boxes_names_the_csv_and_the_bad_row(tmp_path, rows, message):
     path = write_csv(tmp_path / "boxes.csv", "file,x0,y0,x1,y1\n" + rows)
     with pytest.raises(BadInputError, match=message) as error:
-        fa.read_boxes(path, ["a.jpg", "b.jpg", "c.jpg"])
+        read_boxes(path, ["a.jpg", "b.jpg", "c.jpg"])
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_read_boxes_refuses_missing_columns_and_ambiguous_names(tmp_path):
     path = write_csv(tmp_path / "cols.csv", "file,x0,y0,x1\na.jpg,1,2,3\n")
     with pytest.raises(BadInputError, match=r"cols\.csv.*missing column.*y1"):
-        fa.read_boxes(path, ["a.jpg"])
+        read_boxes(path, ["a.jpg"])
     path = write_csv(tmp_path / "twice.csv", "file,x0,y0,x1,y1\nroses/a.jpg,1,2,3,4\ntulips/a.jpg,1,2,3,4\n")
     with pytest.raises(BadInputError, match=r"twice\.csv.*'x/a\.jpg'.*not unique.*rows 1, 2"):
-        fa.read_boxes(path, ["x/a.jpg"])
+        read_boxes(path, ["x/a.jpg"])
 
 
 # ------------------------------------------------------------ tables
@@ -399,9 +400,9 @@ def test_summary_table_resamples_the_same_photos_for_every_method():
 def test_read_boxes_skips_rows_without_a_box_but_a_scored_photo_needs_one(tmp_path):
     csv = tmp_path / "defects.csv"
     csv.write_text("file,label,x0,y0,x1,y1\na.jpg,normal,,,,\nb.jpg,errorA,1,2,5,6\n")
-    np.testing.assert_array_equal(fa.read_boxes(csv, ["b.jpg"]), [[1, 2, 5, 6]])
+    np.testing.assert_array_equal(read_boxes(csv, ["b.jpg"]), [[1, 2, 5, 6]])
     with pytest.raises(BadInputError, match="no box for photo 'a.jpg'"):
-        fa.read_boxes(csv, ["a.jpg", "b.jpg"])
+        read_boxes(csv, ["a.jpg", "b.jpg"])
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
+import keras
 import numpy as np
+import tensorflow as tf
+from keras.utils import Progbar
+from vit_keras import layers as vit_layers
+from vit_keras import visualize, vit
 
 from .choices import HEAD_FUSIONS, NORMALIZATIONS
-
-# TensorFlow, Keras and vit_keras are imported inside the functions that use them, not here: `faithfulness`
-# imports the NumPy rollout below at its top, and `plot` imports `faithfulness` to check --boxes before
-# TensorFlow starts
 
 OVERLAY_ALPHA = 0.5
 
@@ -211,8 +212,6 @@ class AttentionSummary:
 
 def transformer_blocks(model) -> list:
     """The vit_keras TransformerBlock layers of a backbone, in order."""
-    from vit_keras import layers as vit_layers  # local: see the note at the imports
-
     return [layer for layer in model.layers if isinstance(layer, vit_layers.TransformerBlock)]
 
 
@@ -236,8 +235,6 @@ class AttentionExplainer:
     """
 
     def __init__(self, model) -> None:
-        import keras  # local: see the note at the imports
-
         backbone, head = split_model(model)
         blocks = transformer_blocks(backbone)
         self.name = getattr(model, "name", "model")
@@ -264,8 +261,6 @@ class AttentionExplainer:
     def prepare(self, images) -> np.ndarray:
         """uint8 images (N, H, W, 3) -> float32 model inputs: cv2 bilinear resize to
         the model's size when needed, then vit_keras' `preprocess_inputs`."""
-        from vit_keras import vit  # local: see the note at the imports
-
         images = _as_batch(images)
         height, width = self.input_size
         if images.shape[1:3] != (height, width):
@@ -276,8 +271,6 @@ class AttentionExplainer:
         images = _as_batch(images)
         bar = None
         if progress and len(images) > batch_size:
-            from keras.utils import Progbar  # local: see the note at the imports
-
             bar = Progbar(len(images), unit_name="image")
         for start in range(0, len(images), batch_size):
             yield self.prepare(images[start:start + batch_size])
@@ -286,17 +279,11 @@ class AttentionExplainer:
 
     # -- graph functions, each traced once
     def _spec(self):
-        import tensorflow as tf  # local: see the note at the imports
-
         return tf.TensorSpec((None, *self.input_size, 3), tf.float32)
 
     def _scores(self, features):
         """(probabilities, score per class) from the backbone's output: the logit before
         a softmax head, else the head's output."""
-        # local: see the note at the imports
-        import keras
-        import tensorflow as tf
-
         last = self._last
         if last is None:
             return None, None
@@ -315,8 +302,6 @@ class AttentionExplainer:
             raise ValueError(f"unknown head fusion {head_fusion!r}; choose one of {HEAD_FUSIONS}")
         if head_fusion in self._summaries:
             return self._summaries[head_fusion]
-        import tensorflow as tf  # local: see the note at the imports
-
         reduce = {"mean": tf.reduce_mean, "max": tf.reduce_max, "min": tf.reduce_min}[head_fusion]
         # The mean attention distance as one matrix-vector product per layer: the patch-to-patch
         # distances padded with zeros where the class token is the query or the key, flattened,
@@ -350,8 +335,6 @@ class AttentionExplainer:
 
     def _weights(self) -> Callable:
         if self._weights_fn is None:
-            import tensorflow as tf  # local: see the note at the imports
-
             @tf.function(input_signature=[self._spec()])
             def weights(x):
                 _, *attention = self._graph(x, training=False)
@@ -364,8 +347,6 @@ class AttentionExplainer:
         if self._last is None:
             raise ValueError(f"{self.name!r} is a bare backbone: class-specific maps need the classifier")
         if self._gradient_fn is None:
-            import tensorflow as tf  # local: see the note at the imports
-
             @tf.function(input_signature=[self._spec(), tf.TensorSpec((None,), tf.int32)])
             def gradient(x, target):
                 with tf.GradientTape() as tape:
@@ -418,8 +399,6 @@ class AttentionExplainer:
                       batch_size: int = 32, progress: bool = False) -> AttentionMaps:
         """Gradient-weighted rollout for `class_index` (one for all, one per image, or
         None for each image's predicted class)."""
-        import tensorflow as tf  # local: see the note at the imports
-
         images = _as_batch(images)
         if class_index is None:
             targets = np.full(len(images), -1, np.int32)
@@ -466,6 +445,4 @@ def attention_map(model, image: np.ndarray, **options) -> np.ndarray:
 def vit_keras_attention_map(model, image: np.ndarray) -> np.ndarray:
     """The post's own call, kept as it was: `vit_keras.visualize.attention_map`
     on the classifier's backbone `model.layers[0]`, for one uint8 image."""
-    from vit_keras import visualize  # local: see the note at the imports
-
     return visualize.attention_map(model=model.layers[0], image=image)

@@ -26,13 +26,13 @@ from PIL import Image
 
 from . import atomic
 from .attention import explainer_for
+from .boxes import read_boxes
 from .choices import FAITHFULNESS_STEPS, check_faithfulness_steps
 from .faithfulness import (
     mass_ratio,
     method_maps,
     perturbation_curves,
     pointing_hits,
-    read_boxes,
     scale_boxes,
     scores_table,
     summary_table,

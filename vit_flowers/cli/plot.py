@@ -70,7 +70,7 @@ def run_plot(args: argparse.Namespace) -> int:
     if args.boxes is not None:
         if not args.faithfulness:
             raise BadInputError("--boxes scores maps: it needs --faithfulness")
-        from ..faithfulness import read_boxes
+        from ..boxes import read_boxes  # local: pandas loads once the options are parsed
 
         read_boxes(args.boxes, inputs["file"].tolist())  # a bad row: exit 2 before the model loads
     with claim_output_dir(args.out, "plot", keep_on_bad_input=[SKIPPED_FILE]) as claim:
