@@ -10,16 +10,20 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 from vit_flowers import cli
+from vit_flowers.command_options import ExportOptions, PlotOptions, PredictOptions, RolloutOptions
 from vit_flowers.config import ModelConfig, RunConfig, TrainConfig
 from vit_flowers.errors import ConfigError
-from vit_flowers.options import dest_of, flag_of, settings_of
+from vit_flowers.options import FIELD_DEFAULT, dest_of, flag_of, settings_of, values_from
 
 SETTINGS = [(cls, f, s) for cls in (ModelConfig, TrainConfig) for f, s in settings_of(cls)]
+COMMAND_SETTINGS = [("train", (ModelConfig, TrainConfig)), ("predict", (PredictOptions,)),
+                    ("plot", (PlotOptions, RolloutOptions)), ("export", (ExportOptions,))]
 RANGED = [(cls, f, s) for cls, f, s in SETTINGS if flag_of(f) and s.low is not None]
 
 
@@ -40,17 +44,60 @@ def test_building_every_parser_imports_nothing_heavy():
     assert done.stdout.strip() == "[]"
 
 
-def test_every_train_setting_is_an_option_with_its_help_and_default():
-    parser = cli.command_parser("train")
+@pytest.mark.parametrize("command,classes", COMMAND_SETTINGS, ids=[c for c, _ in COMMAND_SETTINGS])
+def test_every_declared_setting_is_an_option_with_its_help_and_default(command, classes):
+    parser = cli.command_parser(command)
     actions = {o: a for a in parser._actions for o in a.option_strings}
-    for _cls, f, s in SETTINGS:
-        flag = flag_of(f)
-        if not flag:
-            continue
-        action = actions[flag]
-        assert action.dest == dest_of(f) and action.help.replace("%%", "%") == s.help
-        if s.choices:
-            assert set(s.choices) <= set(action.choices)
+    for cls in classes:
+        for f, s in settings_of(cls):
+            flag = flag_of(f)
+            if not flag:
+                continue
+            action = actions[flag]
+            assert action.dest == dest_of(f) and action.help.replace("%%", "%") == s.help
+            if s.choices:
+                assert set(s.choices) <= set(action.choices)
+            if action.nargs != 0:  # a flag's default is its negation's
+                assert action.default == (f.default if s.option_default is FIELD_DEFAULT else s.option_default)
+
+
+@pytest.mark.parametrize("command,classes", COMMAND_SETTINGS[1:], ids=[c for c, _ in COMMAND_SETTINGS[1:]])
+def test_a_command_hands_its_declared_settings_to_its_job_as_given(command, classes):
+    """Every option of predict, plot and export reaches its dataclass: each
+    value differs from its default on the command line and arrives as given."""
+    argv, expected = [], {}
+    for cls in classes:
+        for f, s in settings_of(cls):
+            value, text = _non_default(f, s)
+            argv += [flag_of(f)] + ([] if text is None else [text])
+            expected[(cls, f.name)] = value
+    args = cli.command_parser(command).parse_args(
+        argv + ["--out", "o", "--images", "x"] if command != "export" else argv + ["--out", "o"])
+    for cls in classes:
+        options = cls(**values_from(cls, args))
+        for f, _ in settings_of(cls):
+            assert getattr(options, f.name) == expected[(cls, f.name)], (command, f.name)
+
+
+def _non_default(f: dataclasses.Field, s) -> tuple:
+    """A value other than the field's default, and its command-line text (None: a flag)."""
+    if isinstance(f.default, bool):
+        return (not f.default), None
+    if s.choices:
+        value = next(c for c in s.choices if c != f.default)
+        return value, str(value)
+    if f.name == "report_attention":
+        return 3, "3"
+    if f.name == "boxes":
+        return Path("boxes.csv"), "boxes.csv"
+    if f.name in ("format",):
+        return "onnx", "onnx"
+    if f.name == "class_name":
+        return "tulips", "tulips"
+    if isinstance(f.default, float):
+        return 0.25, "0.25"
+    value = (f.default or 0) + 2 if f.default is not None else 5
+    return value, str(value)
 
 
 @pytest.mark.parametrize("cls,f,s", RANGED, ids=[f.name for _, f, _ in RANGED])
@@ -112,11 +159,13 @@ def documented_options(page: str, command: str) -> set[str]:
     return flags
 
 
-def test_the_train_options_table_lists_exactly_the_parsers_options():
-    """docs/commands.md's table of train options cannot miss an option nor keep one that is gone."""
-    parser = cli.command_parser("train")
+@pytest.mark.parametrize("command,page", [("train", "docs/commands.md"), ("predict", "docs/commands.md"),
+                                          ("plot", "docs/commands.md"), ("export", "docs/export.md")])
+def test_each_options_table_lists_exactly_the_parsers_options(command, page):
+    """A command's options table cannot miss an option nor keep one that is gone."""
+    parser = cli.command_parser(command)
     flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert documented_options("docs/commands.md", "train") == flags - {"--help", "--verbose", "--debug"}
+    assert documented_options(page, command) == flags - {"--help", "--verbose", "--debug"}
 
 
 def test_an_option_several_commands_take_is_declared_once_with_what_each_command_puts_there():

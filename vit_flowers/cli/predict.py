@@ -5,32 +5,21 @@ from __future__ import annotations
 
 import argparse
 
-from ..choices import AUTO, OPTION_HELP, parse_attention_option
+from ..command_options import PredictOptions
 from ..errors import EXIT_OK, BadInputError
+from ..options import add_settings, values_from
 from ..outputs import REPORT_FILE, SKIPPED_FILE, claim_output_dir
 from .common import add_input_args, add_shared, read_inputs
 
 
 def add_predict_args(p: argparse.ArgumentParser) -> None:
+    """Options of `vit-flowers predict`: the inputs, the shared ones, then `PredictOptions`."""
     add_input_args(p)
     add_shared(p, "--out", "predict")
     add_shared(p, "--batch-size", "predict")
     add_shared(p, "--strict", "predict")
-    p.add_argument("--mirror-tta", action="store_true",
-                   help="average each image's probabilities with its left-right mirror image's "
-                        "(test-time augmentation; twice the model time)")
-    add_report_args(p)
-
-
-def add_report_args(p: argparse.ArgumentParser) -> None:
-    """The options of predict's report.html."""
-    g = p.add_argument_group("report page")
-    add_shared(g, "--no-report", "predict")
-    g.add_argument("--report-attention", type=parse_attention_option, default=AUTO, metavar="auto|all|none|N",
-                   help=OPTION_HELP.replace("%", "%%"))  # argparse reads % as a format
-    g.add_argument("--report-class-maps", action="store_true",
-                   help="also a class-specific (gradient-weighted) map for the predictions with attention "
-                        "(about 4 times the cost of the rollout)")
+    groups = add_settings(p, PredictOptions)
+    add_shared(groups["report page"], "--no-report", "predict")
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -38,6 +27,7 @@ def run_predict(args: argparse.Namespace) -> int:
     # once every option and file is checked, so bad input is refused before TensorFlow starts
     from ..rundir import check_run_files, resolve_run
 
+    options = PredictOptions(**values_from(PredictOptions, args))
     run_dir = resolve_run(args.run)
     run_config = check_run_files(run_dir)
     inputs = read_inputs(args, run_config.model.class_names)
@@ -49,7 +39,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
         model, run_config = load_run(run_dir)
         result = predict_inputs(model, run_config, inputs, args.batch_size, strict=args.strict,
-                                mirror=args.mirror_tta)
+                                mirror=options.mirror_tta)
         if len(result.table) == 0 and len(result.skipped):
             # every input was unreadable: not a success; the reasons are written, an earlier run's outputs kept
             from ..images import none_readable_message, write_skipped
@@ -60,8 +50,8 @@ def run_predict(args: argparse.Namespace) -> int:
         if not args.no_report:
             from ..pages import prediction_page
 
-            prediction_page(model, result, run_config.model.class_names, stage, run_dir, args.report_attention,
-                            args.report_class_maps, args.batch_size)
+            prediction_page(model, result, run_config.model.class_names, stage, run_dir, options.report_attention,
+                            options.report_class_maps, args.batch_size)
         claim.commit(OWNED_OUTPUTS)
     print(f"{len(result.table)} predicted, {len(result.skipped)} skipped -> {out}")
     if len(result.skipped):
