@@ -1,4 +1,4 @@
-"""The settings of predict, plot and export, each declared once as a field
+"""The settings of prepare, predict, plot, export and demo, each declared once as a field
 (`vit_flowers.options.setting`): its help, flag, choices or range. The
 parser of each command is built from these classes, and a command hands
 the filled-in dataclass to the code that uses it, so a new option is the
@@ -25,10 +25,41 @@ from .choices import (
     PREDICTED,
     parse_attention_option,
 )
+from .config import MAX_IMAGE_SIDE
 from .options import setting
 
 MAX_IMAGES = 1_000_000  # --limit's upper end: far beyond any list, a typo's guard
 MAX_STEPS = 16_384  # --faithfulness-steps' upper end before the model is known (config.MAX_TOKENS)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Where prepare's images come from and how they are split (`vit_flowers.filelists`)."""
+
+    source: list[str] = setting(
+        default_factory=lambda: ["synthetic"], group="data", metavar="SOURCE", help=(
+            "'synthetic' (procedural flowers), 'inspection' (shapes: normal, errorA, errorB), "
+            "'download' (the flower_photos archive) or folders of class subfolders (several folders "
+            "are split as one set, for example flower_photos and flower_photos_extra)"))
+    test_fraction: float = setting(0.2, group="split", share="--test-fraction",
+                                   help="share of each class kept for testing")
+    val_fraction: float = setting(0.1, group="split", share="--val-fraction",
+                                  help="share of each class kept for validation (early stopping, choices); "
+                                       "0: no validation list")
+    per_class: int = setting(120, group="generated sources", low=1, high=MAX_IMAGES,
+                             help="images per class for generated sources")
+    image_size: int = setting(64, group="generated sources", low=1, high=MAX_IMAGE_SIDE,
+                              help="side in pixels of generated images")
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """The demo's drawn flowers and its tiny ViT's training."""
+
+    per_class: int = setting(120, group="demo", low=1, high=MAX_IMAGES, help="synthetic images per class")
+    image_size: int = setting(48, group="demo", low=1, high=MAX_IMAGE_SIDE,
+                              help="image side in pixels (multiple of 8)")
+    epochs: int = setting(25, group="demo", low=1, high=100_000, help="maximum training epochs")
 
 
 @dataclass(frozen=True)

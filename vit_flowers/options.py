@@ -17,7 +17,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,14 +146,16 @@ def _escaped(text: str) -> str:
 
 
 def add_settings(parser: argparse.ArgumentParser, *classes: type,
-                 groups: dict[str, argparse._ArgumentGroup] | None = None) -> dict[str, argparse._ArgumentGroup]:
-    """Add one option per declared setting of `classes` to `parser`, each in
-    its group (created on first use); returns the groups for more options."""
+                 groups: dict[str, argparse._ArgumentGroup] | None = None,
+                 only: Collection[str] | None = None) -> dict[str, argparse._ArgumentGroup]:
+    """Add one option per declared setting of `classes` to `parser` (`only`:
+    just these fields), each in its group (created on first use); returns the
+    groups for more options."""
     groups = {} if groups is None else groups
     for cls in classes:
         for f, s in settings_of(cls):
             flag = flag_of(f)
-            if not flag:
+            if not flag or (only is not None and f.name not in only):
                 continue
             group = groups.setdefault(s.group, parser.add_argument_group(s.group))
             default = f.default if s.option_default is FIELD_DEFAULT else s.option_default
@@ -186,14 +188,15 @@ def run_options(**sections: type) -> dict[str, tuple[str, str]]:
             for section, cls in sections.items() for f, s in settings_of(cls) if flag_of(f) and s.defines_run}
 
 
-def values_from(cls: type, args: argparse.Namespace, read: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """The field values of `cls` the options in `args` give, each read by
-    its dest with `read` (default: as parsed); those that are None are left
-    out (the architecture's own)."""
+def values_from(cls: type, args: argparse.Namespace, read: Callable[[str], Any] | None = None,
+                only: Collection[str] | None = None) -> dict[str, Any]:
+    """The field values of `cls` the options in `args` give (`only`: just
+    these fields), each read by its dest with `read` (default: as parsed);
+    those that are None are left out (the architecture's own)."""
     read = read or (lambda dest: getattr(args, dest))
     values = {}
     for f, _ in settings_of(cls):
-        if not flag_of(f):
+        if not flag_of(f) or (only is not None and f.name not in only):
             continue
         value = read(dest_of(f))
         if value is not None:

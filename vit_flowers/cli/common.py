@@ -21,11 +21,14 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Each option's help with its default, except a flag's: "--no-check
-    (default: True)" would read as if the check were skipped."""
+    """Each option's help with its default, except a flag's ("--no-check
+    (default: True)" would read as if the check were skipped) and a required
+    option's (it has none)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.nargs == 0 else super()._get_help_string(action)
+        if action.nargs == 0 or action.required:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:

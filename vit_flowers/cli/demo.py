@@ -5,28 +5,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..command_options import DemoOptions
 from ..config import RunConfig, TrainConfig, model_config
 from ..errors import EXIT_OK
+from ..options import add_settings, values_from
 from ..outputs import claim_output_dir
-from .common import add_shared, positive_int
+from .common import add_shared
 from .prepare import generators
 
 
 def add_demo_args(p: argparse.ArgumentParser) -> None:
+    """Options of `vit-flowers demo`: --out, `DemoOptions` and --seed."""
     add_shared(p, "--out", "demo", required=False, default=Path("runs/demo"))
-    p.add_argument("--per-class", type=positive_int, default=120, help="synthetic images per class")
-    p.add_argument("--image-size", type=positive_int, default=48, help="image side in pixels (multiple of 8)")
-    p.add_argument("--epochs", type=positive_int, default=25, help="maximum training epochs")
-    add_shared(p, "--seed", "demo", default=123)
+    groups = add_settings(p, DemoOptions)
+    add_shared(groups["demo"], "--seed", "demo", default=123)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """Synthetic flowers -> tiny ViT -> predictions and figures, all offline."""
+    options = DemoOptions(**values_from(DemoOptions, args))
     with claim_output_dir(args.out, "demo") as claim:
-        return _demo(args, claim.folder)
+        return _demo(options, args.seed, claim.folder)
 
 
-def _demo(args: argparse.Namespace, out: Path) -> int:
+def _demo(options: DemoOptions, seed: int, out: Path) -> int:
     """The demo's steps, in a folder it holds."""
     # local: the data step's modules (pandas, PIL) load once the options are parsed, and the engine
     # (TensorFlow) once the data is drawn and listed
@@ -35,14 +37,14 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
 
     # OUT is the run dir itself (`predict --run OUT` works), with the data and outputs inside
     run_dir, data_dir, pred_dir = out, out / "data", out / "predictions"
-    rows = source_rows(["synthetic"], data_dir, args.per_class, 64, 0, generators())
+    rows = source_rows(["synthetic"], data_dir, options.per_class, 64, 0, generators())
     lists = write_file_lists(rows, data_dir, 0.2, seed=0, val_fraction=0.1)
     class_names = sorted(rows["type_dir"].unique())
     run_config = RunConfig(
-        model=model_config("tiny", class_names, args.image_size),
-        train=TrainConfig(epochs=args.epochs, batch_size=32, learning_rate=1e-3, optimizer="adamw",
-                          weight_decay=1e-4, lr_schedule="cosine", warmup_epochs=1, patience=args.epochs,
-                          seed=args.seed, augment="basic", train_list=str(lists["train"].resolve()),
+        model=model_config("tiny", class_names, options.image_size),
+        train=TrainConfig(epochs=options.epochs, batch_size=32, learning_rate=1e-3, optimizer="adamw",
+                          weight_decay=1e-4, lr_schedule="cosine", warmup_epochs=1, patience=options.epochs,
+                          seed=seed, augment="basic", train_list=str(lists["train"].resolve()),
                           val_list=str(lists["val"].resolve())),
     )
 

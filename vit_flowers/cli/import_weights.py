@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import ARCHITECTURES, DEFAULT_CLASS_NAMES, RunConfig, TrainConfig, model_config
+from ..config import ARCHITECTURES, DEFAULT_CLASS_NAMES, ModelConfig, RunConfig, TrainConfig, model_config
 from ..errors import EXIT_OK, BadInputError
+from ..options import add_settings, values_from
 from ..outputs import claim_output_dir
-from .common import add_shared, positive_int
+from .common import add_shared
+
+# the architecture's numbers a file may have been trained with, declared by ModelConfig as for train
+ARCHITECTURE_OVERRIDES = ("image_size", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
 
 
 def add_import_args(p: argparse.ArgumentParser) -> None:
@@ -21,10 +25,7 @@ def add_import_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated class names in the order of the model's outputs")
     p.add_argument("--model", default="b16", choices=sorted(ARCHITECTURES),
                    help="the architecture the file was trained with (the post: b16)")
-    p.add_argument("--image-size", type=positive_int, nargs="+", metavar="PX",
-                   help="the input size it was trained at (default: the architecture's, 224 for b16)")
-    for name in ("patch-size", "hidden-size", "num-layers", "num-heads", "mlp-dim"):
-        p.add_argument(f"--{name}", type=positive_int, help=f"override the architecture's {name.replace('-', ' ')}")
+    add_settings(p, ModelConfig, only=ARCHITECTURE_OVERRIDES)  # the input size and shape it was trained with
     p.add_argument("--overwrite", action="store_true", help="replace a run dir that holds a model")
 
 
@@ -41,9 +42,9 @@ def run_import(args: argparse.Namespace) -> int:
     if classes != len(names):
         raise BadInputError(f"{args.weights} predicts {classes} classes, --class-names names {len(names)} "
                             f"({', '.join(names)}); give its class names in output order")
-    size = None if not args.image_size else (args.image_size * 2)[:2]
-    overrides = {k: getattr(args, k) for k in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
-                 if getattr(args, k) is not None}
+    overrides = values_from(ModelConfig, args, only=ARCHITECTURE_OVERRIDES)
+    size = overrides.pop("image_size", None)
+    size = None if size is None else (list(size) * 2)[:2]  # one side: a square
     # the post's head: Keras' default BatchNormalization momentum and tensorflow-addons' (tanh) gelu
     mcfg = model_config(args.model, names, size, "none", head_bn_momentum=0.99, head_gelu="tanh", **overrides)
     if (args.out / CONFIG_FILE).exists() and not args.overwrite:

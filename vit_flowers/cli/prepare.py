@@ -7,9 +7,11 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from ..command_options import PrepareOptions
 from ..errors import EXIT_OK
+from ..options import add_settings, values_from
 from ..outputs import InputFolders, claim_output_dir
-from .common import add_shared, positive_int
+from .common import add_shared
 
 
 def generators() -> dict[str, Callable]:
@@ -32,17 +34,10 @@ def generators() -> dict[str, Callable]:
 
 
 def add_prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", nargs="+", default=["synthetic"], metavar="SOURCE",
-                   help="'synthetic' (procedural flowers), 'inspection' (shapes: normal, errorA, errorB), "
-                        "'download' (the flower_photos archive) or folders of class subfolders (several folders "
-                        "are split as one set, for example flower_photos and flower_photos_extra)")
-    add_shared(p, "--out", "prepare")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share of each class kept for testing")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of each class kept for validation (early stopping, choices); 0: no validation list")
-    add_shared(p, "--seed", "prepare", default=0)
-    p.add_argument("--per-class", type=positive_int, default=120, help="images per class for generated sources")
-    p.add_argument("--image-size", type=positive_int, default=64, help="side in pixels of generated images")
+    """Options of `vit-flowers prepare`: `PrepareOptions`, --out and --seed."""
+    groups = add_settings(p, PrepareOptions)
+    add_shared(groups["data"], "--out", "prepare")
+    add_shared(groups["split"], "--seed", "prepare", default=0)
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -51,13 +46,15 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ..data_sources import source_rows
     from ..filelists import check_fractions, class_names_of, write_file_lists
 
-    check_fractions(args.test_fraction, args.val_fraction)
+    options = PrepareOptions(**values_from(PrepareOptions, args))
+    check_fractions(options.test_fraction, options.val_fraction)
     with claim_output_dir(args.out, "prepare", mark=False):  # its lists are not photos: a photo folder may hold them
         folders = InputFolders(out=args.out)
-        rows = source_rows(args.source, args.out, args.per_class, args.image_size, args.seed, generators(), folders)
+        rows = source_rows(options.source, args.out, options.per_class, options.image_size, args.seed, generators(),
+                           folders)
         if folders.left_out_line():
             print(f"note: {folders.left_out_line()}")
-        lists = write_file_lists(rows, args.out, args.test_fraction, args.seed, args.val_fraction)
+        lists = write_file_lists(rows, args.out, options.test_fraction, args.seed, options.val_fraction)
     print(f"{len(rows)} images in classes {class_names_of(rows)}")
     print("wrote " + ", ".join(str(path) for path in lists.values()))
     return EXIT_OK
