@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWER_PHOTOS = REPO.parent / "shared" / "flower_photos"
@@ -48,23 +51,39 @@ def tiny_run_config(train_list: Path, val_list: Path | None, epochs: int = 2, im
     )
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build` fills once per test session, however many pytest-xdist
+    workers share it (xdist's own recipe: the first worker builds it under a
+    file lock, the others wait, then read it). Tests only read it; a test
+    that changes a run dir copies it first."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder, done = root / "built" / name, root / "built" / f"{name}.done"
+    folder.parent.mkdir(exist_ok=True)
+    with FileLock(str(root / "built" / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_run(synthetic_data, tmp_path_factory) -> Path:
-    """A run dir trained for two epochs on the synthetic lists. With
-    VIT_FLOWERS_TEST_TINY_RUN set (mutation testing of modules other than
-    training), a copy of that run dir instead, so that each mutant's tests
-    do not train it again."""
-    import shutil
-
+    """A run dir trained for two epochs on the synthetic lists, trained once
+    for every test worker. With VIT_FLOWERS_TEST_TINY_RUN set (mutation
+    testing of modules other than training), a copy of that run dir instead,
+    so that each mutant's tests do not train it again."""
     from vit_flowers.train import TrainOptions, train_run
 
-    run_dir = tmp_path_factory.mktemp("run") / "tiny"
     if os.environ.get("VIT_FLOWERS_TEST_TINY_RUN"):
+        run_dir = tmp_path_factory.mktemp("run") / "tiny"
         shutil.copytree(os.environ["VIT_FLOWERS_TEST_TINY_RUN"], run_dir)
         return run_dir
+    # the lists of this worker's synthetic_data: the same drawn images in every worker (seeded)
     cfg = tiny_run_config(synthetic_data / "training_files.csv", synthetic_data / "testing_files.csv")
-    train_run(cfg, run_dir, TrainOptions(verbose=0))
-    return run_dir
+    return built_once(tmp_path_factory, "tiny", lambda run_dir: train_run(cfg, run_dir, TrainOptions(verbose=0)))
 
 
 def list_with_a_broken_file(synthetic_data: Path, source: str, folder: Path, classes=None) -> Path:

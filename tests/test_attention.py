@@ -84,28 +84,18 @@ def wide_classifier():
 
 
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory):
-    """A tiny run trained 1 epoch on synthetic flowers, and an untrained twin."""
-    from vit_flowers.config import RunConfig, TrainConfig
-    from vit_flowers.filelists import write_file_lists
-    from vit_flowers.model import build_classifier, model_config, save_run
-    from vit_flowers.synthetic import write_synthetic_flowers
-    from vit_flowers.train import TrainOptions, train_run
-
-    root = tmp_path_factory.mktemp("attn")
-    rows = write_synthetic_flowers(root / "data" / "images", n_per_class=6, size=40, seed=1)
-    lists = write_file_lists(rows, root / "data", 0.34, seed=0)
-    train_list, test_list = lists["train"], lists["test"]
-    config = RunConfig(model=model_config("tiny", NAMES, 32, num_layers=2),
-                       train=TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3, augment="none", patience=1,
-                                         train_list=str(train_list), val_list=""))
-    train_run(config, root / "trained" / "run", TrainOptions(overwrite=True, verbose=0))
+def runs(tiny_run, synthetic_data, tmp_path_factory):
+    """The shared tiny run (conftest's, two epochs on the synthetic flowers), and an untrained twin."""
     import keras
 
+    from vit_flowers.model import build_classifier, load_run, save_run
+
+    _, config = load_run(tiny_run)
     keras.utils.set_random_seed(3)
-    save_run(build_classifier(config.model, load_pretrained=False), config, root / "untrained" / "run")
-    return {"trained": root / "trained" / "run", "untrained": root / "untrained" / "run",
-            "test_list": test_list, "images": root / "data" / "images"}
+    untrained = tmp_path_factory.mktemp("attn") / "untrained" / "run"
+    save_run(build_classifier(config.model, load_pretrained=False), config, untrained)
+    return {"trained": tiny_run, "untrained": untrained, "test_list": synthetic_data / "testing_files.csv",
+            "images": synthetic_data / "images"}
 
 
 # ------------------------------------------------------------ pure rollout
