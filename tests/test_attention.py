@@ -633,13 +633,13 @@ def test_plot_command_two_runs(runs, tmp_path):
 
 
 def test_plot_only_wrong_and_correct(runs, tmp_path):
-    from vit_flowers.comparison import plot_comparison
+    from vit_flowers.comparison import plot_comparison, select_rows
     from vit_flowers.predict import collect_list
 
     table = _predicted(runs["untrained"], runs["test_list"])
     wrong = table[table["true"] != table["pred"]]
     right = table[table["true"] == table["pred"]]
-    assert len(wrong) > 0
+    assert len(wrong) > 0 and len(right) > 0
     for only, expected in (("wrong", wrong), ("correct", right)):
         out = tmp_path / only
         plot_comparison([runs["untrained"]], out, inputs=collect_list(runs["test_list"], NAMES), limit=4,
@@ -647,6 +647,8 @@ def test_plot_only_wrong_and_correct(runs, tmp_path):
         selection = pd.read_csv(out / "attention_selection.csv", keep_default_na=False)
         assert len(selection) == min(4, len(expected))
         assert set(selection["file"]) <= set(expected["file"])
+        # with room for every image: exactly the wrong (correct) ones
+        assert set(select_rows(table, only, len(table))["file"]) == set(expected["file"])
         if only == "wrong":
             assert (selection["true"] != selection["pred"]).all()
             assert not (out / "comparison_grid.png").exists()
