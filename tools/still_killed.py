@@ -10,7 +10,7 @@ mutant is killed (a test fails) at every revision.
 
     python tools/still_killed.py --revs 4932925 3604da0
 
-Each revision is checked out with `git worktree` under --work; its tests run
+Each revision is checked out with `git worktree` under --work (removed at the end); its tests run
 with this venv's Python, the copy first on PYTHONPATH. Prints a Markdown
 table and writes the statuses to --out (default `.mutation/still_killed.json`,
 ignored by git). Exit 0 when every mutant is killed at every revision.
@@ -132,7 +132,10 @@ def check_revision(rev: str, work: Path, out_dir: Path) -> list[str]:
     log = out_dir / f"still_killed_{rev}.log"
     log.write_text("", encoding="utf-8")
     started = time.monotonic()
-    statuses = [run_mutant(copy, m, log) for m in MUTANTS]
+    try:
+        statuses = [run_mutant(copy, m, log) for m in MUTANTS]
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(copy)], cwd=REPO, capture_output=True)
     print(f"{rev}: {statuses.count('killed')}/{len(MUTANTS)} killed in {time.monotonic() - started:.0f} s",
           flush=True)
     return statuses
