@@ -270,7 +270,7 @@ def test_an_export_removes_files_an_earlier_export_left_in_other_formats(tiny_ru
     assert result.max_abs_diff["onnx"] <= 1e-4
 
 
-def test_the_export_command(tiny_run, tmp_path, monkeypatch):
+def test_the_export_command(tiny_run, tmp_path, monkeypatch, capsys):
     from vit_flowers import cli
 
     if "export" not in cli.COMMANDS:
@@ -278,7 +278,10 @@ def test_the_export_command(tiny_run, tmp_path, monkeypatch):
     out = tmp_path / "cli"
     assert cli.main(["export", "--run", str(tiny_run), "--out", str(out), "--format", "onnx"]) == 0
     assert (out / "model.onnx").is_file()
+    capsys.readouterr()
     assert cli.main(["export", "--run", str(tiny_run), "--out", str(out), "--format", "pdf"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --format: unknown export format(s) ['pdf']; choose from savedmodel,tflite,onnx"]
     import tf2onnx
 
     monkeypatch.setattr(tf2onnx.convert, "from_function", lambda *a, **k: (_ for _ in ()).throw(ValueError("no")))

@@ -80,5 +80,5 @@ def parse_formats(text: str | Sequence[str]) -> list[str]:
     names = [item.strip().lower() for item in items if item.strip()]
     unknown = [name for name in names if name not in EXPORT_FORMATS]
     if unknown or not names:
-        raise BadInputError(f"unknown export format(s) {unknown or text!r}; choose from {','.join(EXPORT_FORMATS)}")
+        raise BadInputError(f"--format: unknown export format(s) {unknown or text!r}; choose from {','.join(EXPORT_FORMATS)}")
     return [name for name in EXPORT_FORMATS if name in names]
