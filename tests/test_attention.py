@@ -319,6 +319,19 @@ def test_overlay_and_masked_pixels_exactly():
 
 
 # ------------------------------------------------------------ against vit_keras
+def test_the_posts_vit_keras_map_prints_no_progress_bar_and_keeps_keras_logging_as_it_was(classifier, capsys):
+    """vit_keras' attention_map calls model.predict with its default progress
+    bar: plot's output got a stray "1/1 step" line per run."""
+    import keras
+
+    capsys.readouterr()
+    masked = at.vit_keras_attention_map(classifier, images(1, 3)[0])
+    assert masked.dtype == np.uint8 and masked.shape == images(1, 3)[0].shape
+    out = capsys.readouterr()
+    assert "step" not in out.out + out.err
+    assert keras.utils.is_interactive_logging_enabled()
+
+
 def test_equal_to_vit_keras_attention_map(classifier):
     from vit_keras import visualize
 

@@ -444,5 +444,15 @@ def attention_map(model, image: np.ndarray, **options) -> np.ndarray:
 
 def vit_keras_attention_map(model, image: np.ndarray) -> np.ndarray:
     """The post's own call, kept as it was: `vit_keras.visualize.attention_map`
-    on the classifier's backbone `model.layers[0]`, for one uint8 image."""
-    return visualize.attention_map(model=model.layers[0], image=image)
+    on the classifier's backbone `model.layers[0]`, for one uint8 image.
+
+    vit_keras calls `model.predict` with its default progress bar, a stray
+    "1/1 step" line in plot's output: Keras' interactive logging is off for
+    the call (`keras.utils.disable_interactive_logging`) and restored after."""
+    was_on = keras.utils.is_interactive_logging_enabled()
+    keras.utils.disable_interactive_logging()
+    try:
+        return visualize.attention_map(model=model.layers[0], image=image)
+    finally:
+        if was_on:
+            keras.utils.enable_interactive_logging()
