@@ -206,3 +206,18 @@ def test_an_option_several_commands_take_is_declared_once_with_what_each_command
             elif flag in actions:
                 assert command == "train" and flag in ("--batch-size", "--seed"), (command, flag)
     assert seen == sum(len(spec["help"]) for spec in SHARED_OPTIONS.values())
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(limit=0), "--limit is 0; it must be between 1 and 1000000"),
+    (dict(only="some"), "--only is 'some'; choose one of all, correct, wrong"),
+    (dict(discard_ratio=1.0), "--discard-ratio is 1.0; the discard ratio must be at least 0 and below 1"),
+])
+def test_plot_values_given_from_python_are_checked_against_the_same_declarations(changes, message, tmp_path):
+    """plot_comparison's own check reads the ranges and choices the parser is built from."""
+    from vit_flowers.comparison import plot_comparison
+
+    with pytest.raises(ConfigError) as err:
+        plot_comparison([tmp_path / "run"], tmp_path / "out", inputs=None, **changes)
+    assert str(err.value) == message
+    assert not (tmp_path / "out").exists()

@@ -60,20 +60,6 @@ def check_faithfulness_steps(steps: int, grid: Sequence[int]) -> None:
         raise BadInputError(f"--faithfulness-steps {steps}: between 1 and the model's {patches} patches")
 
 
-def check_plot_options(run_dirs: Sequence, limit: int, only: str, discard_ratio: float, batch_size: int) -> None:
-    """The plot options that need no model, checked before any work."""
-    if not 1 <= len(run_dirs) <= MAX_RUNS:
-        raise BadInputError(f"--run: give one or two run dirs, got {len(run_dirs)}")
-    if only not in ONLY:
-        raise BadInputError(f"--only {only!r}: choose one of {ONLY}")
-    if limit < 1:
-        raise BadInputError(f"--limit must be at least 1, got {limit}")
-    if not 0.0 <= discard_ratio < 1.0:
-        raise BadInputError(f"--discard-ratio must be in [0, 1), got {discard_ratio}")
-    if batch_size < 1:
-        raise BadInputError(f"--batch-size must be at least 1, got {batch_size}")
-
-
 def parse_formats(text: str | Sequence[str]) -> list[str]:
     """'savedmodel,tflite' -> ['savedmodel', 'tflite']; unknown names are bad input."""
     items = text.split(",") if isinstance(text, str) else list(text)

@@ -11,6 +11,7 @@ options several commands share (--out, --batch-size, ...) are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,17 +20,18 @@ from .choices import (
     EXPORT_FORMATS,
     FAITHFULNESS_STEPS,
     HEAD_FUSIONS,
+    MAX_RUNS,
     NORMALIZATIONS,
     ONLY,
     OPTION_HELP,
     PREDICTED,
     parse_attention_option,
 )
-from .config import MAX_IMAGE_SIDE
-from .options import setting
+from .config import MAX_IMAGE_SIDE, MAX_TOKENS  # no model has more patches than tokens
+from .errors import BadInputError
+from .options import check_options, setting
 
 MAX_IMAGES = 1_000_000  # --limit's upper end: far beyond any list, a typo's guard
-MAX_STEPS = 16_384  # --faithfulness-steps' upper end before the model is known (config.MAX_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,9 @@ class PrepareOptions:
             "'synthetic' (procedural flowers), 'inspection' (shapes: normal, errorA, errorB), "
             "'download' (the flower_photos archive) or folders of class subfolders (several folders "
             "are split as one set, for example flower_photos and flower_photos_extra)"))
-    test_fraction: float = setting(0.2, group="split", share="--test-fraction",
+    test_fraction: float = setting(0.2, group="split", share="the test fraction",
                                    help="share of each class kept for testing")
-    val_fraction: float = setting(0.1, group="split", share="--val-fraction",
+    val_fraction: float = setting(0.1, group="split", share="the validation fraction",
                                   help="share of each class kept for validation (early stopping, choices); "
                                        "0: no validation list")
     per_class: int = setting(120, group="generated sources", low=1, high=MAX_IMAGES,
@@ -82,7 +84,7 @@ class RolloutOptions:
 
     head_fusion: str = setting("mean", group="attention maps", choices=HEAD_FUSIONS,
                                help="how heads are fused in each layer before the rollout (vit_keras: mean)")
-    discard_ratio: float = setting(0.0, group="attention maps", share="--discard-ratio", help=(
+    discard_ratio: float = setting(0.0, group="attention maps", share="the discard ratio", help=(
         "share of the lowest patch-to-patch attentions zeroed in every layer (0 = none, "
         "as vit_keras); the class token's attention is never discarded"))
     normalize: str = setting("matrix", group="attention maps", choices=NORMALIZATIONS,
@@ -108,7 +110,7 @@ class PlotOptions:
         "negative perturbation AUCs per photo and method (faithfulness.csv), their means with "
         "bootstrap intervals (faithfulness_summary.csv), the maps (faithfulness_maps.npz), the "
         "mean curves (faithfulness_curves.png) and a table on report.html"))
-    faithfulness_steps: int = setting(FAITHFULNESS_STEPS, group="faithfulness", low=1, high=MAX_STEPS, metavar="N",
+    faithfulness_steps: int = setting(FAITHFULNESS_STEPS, group="faithfulness", low=1, high=MAX_TOKENS, metavar="N",
                                       help="with --faithfulness: patches are changed in N equal steps "
                                            "(at most the model's patch count)")
     boxes: Path | None = setting(None, group="faithfulness", metavar="CSV", help=(
@@ -126,3 +128,15 @@ class ExportOptions:
         "and label out), tflite (float32 and int8 weights), onnx (ONNX Runtime)"))
     check: bool = setting(True, group="export", flag="--no-check",
                           help="skip checking every export against the package on random images")
+
+
+def check_plot_options(run_dirs: Sequence, limit: int, only: str, discard_ratio: float, batch_size: int) -> None:
+    """The plot options that need no model, checked before any work: the run
+    count, and the values `plot_comparison` takes from Python against the
+    declarations above (on the command line the parser has refused them already)."""
+    if not 1 <= len(run_dirs) <= MAX_RUNS:
+        raise BadInputError(f"--run: give one or two run dirs, got {len(run_dirs)}")
+    check_options(PlotOptions(only=only, limit=limit))
+    check_options(RolloutOptions(discard_ratio=discard_ratio))
+    if batch_size < 1:
+        raise BadInputError(f"--batch-size must be at least 1, got {batch_size}")

@@ -35,7 +35,8 @@ from keras.utils import Progbar
 from . import atomic, plots
 from . import report as report_page
 from .attention import AttentionExplainer, AttentionMaps, AttentionSummary, explainer_for, vit_keras_attention_map
-from .choices import FAITHFULNESS_STEPS, PREDICTED, check_plot_options
+from .choices import FAITHFULNESS_STEPS, PREDICTED
+from .command_options import check_plot_options
 from .errors import BadInputError
 from .faithfulness_job import OWNED_OUTPUTS as FAITHFULNESS_OUTPUTS
 from .faithfulness_job import report_rows, score_faithfulness, write_faithfulness

@@ -118,6 +118,13 @@ def check_settings(cfg: Any, where: str) -> None:
         check_value(f"{where}.{f.name}", getattr(cfg, f.name), s)
 
 
+def check_options(options: Any) -> None:
+    """Every declared setting of `options` in its range or among its choices,
+    named by its flag: for values that came through Python, not the parser."""
+    for f, s in settings_of(type(options)):
+        check_value(flag_of(f) or f.name, getattr(options, f.name), s)
+
+
 def _option_type(kind: Any, s: Setting) -> Callable[[str], Any]:
     """argparse's `type`: parse, then refuse out of range in one line naming the value."""
     if typing.get_origin(kind) is list:

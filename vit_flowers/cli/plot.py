@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..choices import check_faithfulness_steps, check_plot_options
-from ..command_options import PlotOptions, RolloutOptions
+from ..choices import check_faithfulness_steps
+from ..command_options import PlotOptions, RolloutOptions, check_plot_options
 from ..errors import EXIT_OK, BadInputError
 from ..options import add_settings, values_from
 from ..outputs import SKIPPED_FILE, claim_output_dir
