@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 
 from conftest import CLASS_NAMES
+from vit_flowers.config import HYBRID_STEMS
 from vit_flowers.efficientnet_lite import (
     CUTS,
-    HYBRID_CUT,
     STAGES,
+    WEIGHTS_CUT,
     WEIGHTS_FILE,
     cut_channels,
+    cut_parameters,
     cut_stride,
     efficientnet_lite0,
     load_imagenet_weights,
@@ -38,6 +40,7 @@ N_PHOTOS = 8
 SIZE = 224
 FEATURE_TOLERANCE = 1e-4  # max abs difference at the cut
 LOGIT_TOLERANCE = 1e-3
+HYBRID_CUT = HYBRID_STEMS["efficientnet-lite0"]  # stride 16
 HYBRID_BLOCKS = sum(stage.repeats for stage in STAGES[:CUTS.index(HYBRID_CUT)])  # 11: blocks 0-10
 
 
@@ -49,9 +52,13 @@ def test_parameter_count_strides_and_grids():
     assert efficientnet_lite0((SIZE, SIZE, 3), include_top=False, cut=HYBRID_CUT).output_shape == (None, 14, 14, 112)
     assert efficientnet_lite0((128, 128, 3), include_top=False, cut=HYBRID_CUT).output_shape == (None, 8, 8, 112)
     assert (cut_stride(HYBRID_CUT), cut_channels(HYBRID_CUT)) == (16, 112)
+    assert (cut_stride("stage7"), cut_channels("stage7")) == (32, 320)
     for cut in (*CUTS, None):
-        out = efficientnet_lite0((SIZE, SIZE, 3), include_top=False, cut=cut).output_shape
+        model = efficientnet_lite0((SIZE, SIZE, 3), include_top=False, cut=cut)
+        out = model.output_shape
         assert out == (None, SIZE // cut_stride(cut), SIZE // cut_stride(cut), cut_channels(cut)), cut
+        if cut is not None:  # counted from the stage table, as config.estimate_parameters does
+            assert cut_parameters(cut) == model.count_params(), cut
     with pytest.raises(ValueError, match="include_top=False"):
         efficientnet_lite0((SIZE, SIZE, 3), include_top=True, cut=HYBRID_CUT)
     with pytest.raises(ValueError, match="unknown cut"):
@@ -64,8 +71,10 @@ def test_preprocess_is_the_lite_normalisation():
     assert preprocess(images).dtype == np.float32
 
 
-def test_shipped_weights_load_into_any_cut_up_to_stride_16_and_refuse_the_rest():
+def test_shipped_weights_load_into_any_cut_of_a_hybrid_stem_and_refuse_the_rest():
     assert WEIGHTS_FILE.is_file(), f"{WEIGHTS_FILE} missing: run tools/convert_efficientnet_lite0.py"
+    # the file holds what the deepest hybrid stem uses, and no more
+    assert WEIGHTS_CUT == max(HYBRID_STEMS.values(), key=CUTS.index)
     hybrid = efficientnet_lite0((128, 128, 3), include_top=False, cut=HYBRID_CUT)
     load_imagenet_weights(hybrid)
     shallow = efficientnet_lite0((64, 64, 3), include_top=False, cut="stage3")
@@ -74,7 +83,10 @@ def test_shipped_weights_load_into_any_cut_up_to_stride_16_and_refuse_the_rest()
         for a, b in zip(layer.get_weights(), hybrid.get_layer(label).get_weights()):
             np.testing.assert_array_equal(a, b)
     assert np.any(hybrid.get_layer("blocks.10._bn2").get_weights()[2] != 0)  # moving mean set, not the init
-    with pytest.raises(ValueError, match="blocks.11"):
+    deep = efficientnet_lite0((SIZE, SIZE, 3), include_top=False, cut=WEIGHTS_CUT)
+    load_imagenet_weights(deep)
+    assert np.any(deep.get_layer("blocks.15._bn2").get_weights()[2] != 0)
+    with pytest.raises(ValueError, match="conv_head"):
         load_imagenet_weights(efficientnet_lite0((SIZE, SIZE, 3), include_top=True))
 
 
@@ -128,16 +140,19 @@ def photos(flower_photos) -> np.ndarray:
 
 
 def _torch_run(model, images: np.ndarray) -> dict:
-    """PyTorch's features after the hybrid cut (NHWC) and its logits for NHWC `images`."""
+    """PyTorch's features after the stride-16 cut and after the last block
+    (stride 32), NHWC, and its logits for NHWC `images`."""
     import torch
 
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         y = model._swish(model._bn0(model._conv_stem(x)))  # as the package's extract_features
-        for block in model._blocks[:HYBRID_BLOCKS]:
+        for number, block in enumerate(model._blocks, start=1):
             y = block(y)
+            if number == HYBRID_BLOCKS:
+                features = y.numpy().transpose(0, 2, 3, 1)
         logits = model(x)
-    return {"features": y.numpy().transpose(0, 2, 3, 1), "logits": logits.numpy()}
+    return {"features": features, "deep_features": y.numpy().transpose(0, 2, 3, 1), "logits": logits.numpy()}
 
 
 @pytest.fixture(scope="module")
@@ -199,11 +214,14 @@ def test_shipped_file_is_the_converters_output_and_reproduces_pytorch(converter,
     assert converter.main(["--out", str(out)]) == 0
     assert out.read_bytes() == WEIGHTS_FILE.read_bytes(), \
         "the shipped weights differ from what the converter writes now: run tools/convert_efficientnet_lite0.py"
-    model = efficientnet_lite0((SIZE, SIZE, 3), include_top=False, cut=HYBRID_CUT)
-    load_imagenet_weights(model, WEIGHTS_FILE)
-    diff = float(np.abs(model.predict(photos, verbose=0) - reference["features"]).max())
-    print(f"\nshipped file, stride-16 features: max |keras - torch| = {diff:.3g}")
-    assert diff <= FEATURE_TOLERANCE
+    for cut, key in ((HYBRID_CUT, "features"), (WEIGHTS_CUT, "deep_features")):
+        model = efficientnet_lite0((SIZE, SIZE, 3), include_top=False, cut=cut)
+        load_imagenet_weights(model, WEIGHTS_FILE)
+        features = model.predict(photos, verbose=0)
+        assert features.shape == reference[key].shape
+        diff = float(np.abs(features - reference[key]).max())
+        print(f"\nshipped file, features after {cut}: max |keras - torch| = {diff:.3g}")
+        assert diff <= FEATURE_TOLERANCE
 
 
 def test_converter_refuses_a_state_dict_with_a_tensor_missing_or_left_over(converter):

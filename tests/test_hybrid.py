@@ -44,9 +44,10 @@ def photos(synthetic_data):
 @pytest.fixture(scope="module")
 def imagenet_cnn():
     """A bare EfficientNet-Lite0 cut as the hybrid's, with the shipped ImageNet weights."""
-    from vit_flowers.efficientnet_lite import HYBRID_CUT, efficientnet_lite0, load_imagenet_weights
+    from vit_flowers.config import HYBRID_STEMS
+    from vit_flowers.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
 
-    bare = efficientnet_lite0((SIZE, SIZE, 3), include_top=False, cut=HYBRID_CUT)
+    bare = efficientnet_lite0((SIZE, SIZE, 3), include_top=False, cut=HYBRID_STEMS["efficientnet-lite0"])
     load_imagenet_weights(bare)
     return bare
 
@@ -125,6 +126,8 @@ def test_the_rollout_gives_maps_of_the_stems_grid_and_fused_attention_gives_the_
 @pytest.mark.parametrize("size, overrides, message", [
     (SIZE, {"patch_size": 8}, r"^--stem efficientnet-lite0 needs --patch-size 16 \(its CNN's output stride.*\), not 8$"),
     (72, {}, r"^model: image size \[72, 72\] is not a multiple of the patch size 16$"),
+    (SIZE, {"stem": "efficientnet-lite0-s32"},
+     r"^--stem efficientnet-lite0-s32 needs --patch-size 32 \(its CNN's output stride.*\), not 16$"),
     (SIZE, {"arch": "b16", "weights": "imagenet21k"},
      r"^pretrained weights fit the patch stem only, not --stem efficientnet-lite0 \(its CNN loads its own ImageNet "
      r"weights\): use --weights none, not imagenet21k$"),
@@ -145,12 +148,26 @@ def test_the_builder_refuses_an_image_size_that_is_not_a_multiple_of_16():
         build_backbone(replace(hybrid_cfg(), image_size=[72, 64]))
 
 
-def test_the_parameter_estimate_counts_the_cnn():
+@pytest.mark.parametrize("stem, patch", [("efficientnet-lite0", 16), ("efficientnet-lite0-s32", 32)])
+def test_the_parameter_estimate_counts_the_cnn(stem, patch):
     """The memory check before building sees the CNN too (it is 20 times this tiny encoder)."""
     from vit_flowers.config import estimate_parameters
 
-    cfg = hybrid_cfg()
+    cfg = hybrid_cfg(stem=stem, patch_size=patch)
     assert estimate_parameters(cfg) == build_classifier(cfg, load_pretrained=False).count_params()
+
+
+def test_the_stride_32_hybrid_holds_every_imagenet_stage_and_a_grid_of_32_px_cells(imagenet_cnn):
+    """--stem efficientnet-lite0-s32: the same CNN to its last block (320 channels), the shipped weights
+    in it, one token per 32x32 px; its stride-16 part equals the other hybrid's."""
+    cfg = hybrid_cfg(stem="efficientnet-lite0-s32", patch_size=32)
+    backbone = build_classifier(cfg).layers[0]
+    cnn = backbone.get_layer(HYBRID_CNN)
+    assert cnn.output_shape == (None, SIZE // 32, SIZE // 32, 320) and cfg.grid == (2, 2)
+    for name in ("conv_stem", "blocks.10._project_conv", "blocks.10._bn2"):
+        for a, b in zip(cnn.get_layer(name).get_weights(), imagenet_cnn.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert np.any(cnn.get_layer("blocks.15._bn2").get_weights()[2] != 0)  # the last block's ImageNet statistics
 
 
 def test_train_takes_no_pretrained_vit_weights_by_default_with_the_hybrid(synthetic_data):

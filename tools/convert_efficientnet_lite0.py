@@ -19,10 +19,11 @@ its shape. The only tensors left out are BatchNorm's `num_batches_tracked`
 step counters (integers, used by PyTorch's training with momentum=None only;
 Keras has no such variable).
 
-What is written: by default the model up to `--cut stage5` (stride 16, 112
-channels, the hybrid's patch embedding): 716,928 of the 4,694,024 values,
-3.1 MB instead of 19.2 MB, since the package ships it in every wheel and the
-hybrid uses nothing after stride 16. `--cut full` writes the whole model
+What is written: by default the model up to `--cut stage7` (stride 32, 320
+channels, the deepest hybrid stem's patch embedding, which holds the stride-16
+one): 2,998,304 of the 4,694,024 values, 12.4 MB instead of 19.2 MB, since
+the package ships it in every wheel and no hybrid uses the 1280-channel head
+or the ImageNet classifier. `--cut full` writes the whole model
 with its classifier (for a check against ImageNet labels, or a deeper cut
 later). The file records its cut in the HDF5 attribute `lite0_cut`, which
 `efficientnet_lite.load_imagenet_weights` reads.

@@ -27,10 +27,13 @@ from .options import check_settings, setting
 
 FORMAT_VERSION = 1
 DEFAULT_CLASS_NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-# the ViT paper's hybrid (Dosovitskiy et al. 2021, sec. 3.1): EfficientNet-Lite0 cut at stride 16, its feature
-# map the patch embedding
-HYBRID_STEM = "efficientnet-lite0"
-STEMS = ("patch", "conv", HYBRID_STEM)
+# the ViT paper's hybrids (Dosovitskiy et al. 2021, sec. 3.1): EfficientNet-Lite0 cut after a stage, its feature
+# map the patch embedding; {stem: the stage it is cut after (vit_flowers/efficientnet_lite.py's table)}
+HYBRID_STEMS = {
+    "efficientnet-lite0": "stage5",  # stride 16, 112 channels: 14x14 tokens at 224 px, 10x10 at 160 px
+    "efficientnet-lite0-s32": "stage7",  # stride 32, 320 channels: every ImageNet stage, 5x5 tokens at 160 px
+}
+STEMS = ("patch", "conv", *HYBRID_STEMS)
 # the head's gelu: Keras' exact form, or the tanh approximation of the post's `tfa.activations.gelu`
 HEAD_GELUS = ("exact", "tanh")
 OPTIMIZERS = ("adam", "adamw")
@@ -44,7 +47,6 @@ MAX_IMAGE_SIDE = 4096
 MAX_TOKENS = 16384  # attention memory grows with the square of the token count
 PRETRAINED_WEIGHTS = ("imagenet21k+imagenet2012", "imagenet21k")
 PRETRAINED_BY_DEFAULT = "imagenet21k+imagenet2012"  # the post's
-HYBRID_CNN_PARAMETERS = 716_928  # EfficientNet-Lite0 to stride 16 (vit_flowers/efficientnet_lite.py), BN statistics too
 
 
 @dataclass(frozen=True)
@@ -120,14 +122,16 @@ class ModelConfig:
         group="model", option_default=None)
     # "patch": vit_keras' patchify Conv2D (kernel = stride = patch size);
     # "conv": a stack of 3x3 stride-2 convolutions with the same total stride;
-    # "efficientnet-lite0": the ViT paper's hybrid, an ImageNet CNN cut at stride 16
+    # "efficientnet-lite0", "efficientnet-lite0-s32": the ViT paper's hybrid, an ImageNet CNN cut at stride 16 or 32
     stem: str = setting("patch", help="patch (default): vit_keras' patch embedding; conv: 3x3 stride-2 convolutions "
                                       "to the same token grid (patch size a power of two; helps from-scratch "
                                       "training on small data sets); efficientnet-lite0: the ViT paper's hybrid, "
                                       "EfficientNet-Lite0 with its shipped ImageNet weights cut at stride 16, then "
                                       "a 1x1 convolution to the hidden size (needs --patch-size 16, an image size "
                                       "that is a multiple of 16 and --weights none; its input scaling is inside "
-                                      "the model, so a run dir's config.json rebuilds it exactly)",
+                                      "the model, so a run dir's config.json rebuilds it exactly); "
+                                      "efficientnet-lite0-s32: the same CNN with all its ImageNet stages, cut at "
+                                      "stride 32 (--patch-size 32; deeper features, a coarser token grid)",
                         choices=STEMS, group="model", option_default=None)
     head_gelu: str = setting("exact", help="the head's gelu: exact (Keras' own, default) or tanh (the approximation "
                                            "that tensorflow-addons' gelu, which the post used, computes by default)",
@@ -249,8 +253,11 @@ def estimate_parameters(cfg: ModelConfig) -> int:
     patch and hybrid stems, close for the convolutional one), computed without building it."""
     h, p, layers, mlp = cfg.hidden_size, cfg.patch_size, cfg.num_layers, cfg.mlp_dim
     tokens = (cfg.image_size[0] // p) * (cfg.image_size[1] // p)
-    if cfg.stem == "efficientnet-lite0":  # the CNN to stride 16 (batch-norm statistics included), a 1x1 projection
-        patches = HYBRID_CNN_PARAMETERS + 112 * h + h
+    if cfg.stem in HYBRID_STEMS:  # the cut CNN (batch-norm statistics included), a 1x1 projection
+        from .efficientnet_lite import cut_channels, cut_parameters  # local: see hybrid_stride
+
+        cut = HYBRID_STEMS[cfg.stem]
+        patches = cut_parameters(cut) + cut_channels(cut) * h + h
     else:
         patches = p * p * 3 * h + h
     embedding = patches + h + (tokens + 1) * h  # patches, class token, positions
@@ -347,7 +354,7 @@ def check_transfer(model: ModelConfig, train: TrainConfig, where: str = "train")
         check_cacheable(train, where)
     if not train.freeze_backbone:
         return
-    if model.stem == "efficientnet-lite0" or (model.stem == "patch" and model.weights != "none"):
+    if model.stem in HYBRID_STEMS or (model.stem == "patch" and model.weights != "none"):
         if train.unfreeze_after and train.ema_momentum > 0:
             raise ConfigError(f"{where}: --unfreeze-after starts a fresh optimizer, whose --ema average would "
                               f"restart from the unfrozen weights; use one of the two")
@@ -401,16 +408,16 @@ def model_config(
 
 
 def check_stem(stem: str, patch_size: int, weights: str, image_size: Sequence[int] | None = None) -> None:
-    """A known stem; the convolutional one needs a power-of-two patch, the
-    hybrid (efficientnet-lite0) a patch of its CNN's stride (16) and an image
+    """A known stem; the convolutional one needs a power-of-two patch, a
+    hybrid (`HYBRID_STEMS`) a patch of its CNN's stride (16 or 32) and an image
     size that is a multiple of it; neither takes pretrained ViT weights
     (those fit vit_keras' patch embedding only)."""
     if stem not in STEMS:
         raise ConfigError(f"unknown stem {stem!r}; choose one of {STEMS}")
     if stem == "conv":
         conv_stem_depth(patch_size)
-    elif stem == HYBRID_STEM:
-        stride = hybrid_stride()
+    elif stem in HYBRID_STEMS:
+        stride = hybrid_stride(stem)
         if patch_size != stride:
             raise ConfigError(f"--stem {stem} needs --patch-size {stride} (its CNN's output stride: each token is "
                               f"one cell of the CNN's feature map), not {patch_size}")
@@ -418,18 +425,18 @@ def check_stem(stem: str, patch_size: int, weights: str, image_size: Sequence[in
             raise ConfigError(f"--stem {stem} needs an image size that is a multiple of {stride}, not "
                               f"{'x'.join(str(int(side)) for side in image_size)}")
     if stem != "patch" and weights != "none":
-        extra = " (its CNN loads its own ImageNet weights)" if stem == HYBRID_STEM else ""
+        extra = " (its CNN loads its own ImageNet weights)" if stem in HYBRID_STEMS else ""
         raise ConfigError(f"pretrained weights fit the patch stem only, not --stem {stem}{extra}: "
                           f"use --weights none, not {weights}")
 
 
-def hybrid_stride() -> int:
-    """Output stride of the hybrid's CNN: the patch size its tokens stand for (16)."""
+def hybrid_stride(stem: str) -> int:
+    """Output stride of a hybrid's CNN: the patch size its tokens stand for (16 or 32)."""
     # local: efficientnet_lite brings NumPy, and this module is imported to build the command-line parser,
     # which imports the standard library alone
-    from .efficientnet_lite import HYBRID_CUT, cut_stride
+    from .efficientnet_lite import cut_stride
 
-    return cut_stride(HYBRID_CUT)
+    return cut_stride(HYBRID_STEMS[stem])
 
 
 def conv_stem_depth(patch_size: int) -> int:

