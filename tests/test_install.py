@@ -32,7 +32,9 @@ MODEL = "flowers-hybrid-lite0"
 MODEL_IN_WHEEL = f"vit_flowers/default_models/{MODEL}"
 MODEL_FILES = ("config.json", "model.weights.h5", "COMMAND.md", "metrics.json", "history.csv",
                "confusion_matrix.png", "training_curves.png")
-MAX_WHEEL_BYTES = 25 * 1024 * 1024
+# 28 MiB measured: the shipped model (16 MB), the ImageNet CNN weights new hybrids start from (12.4 MB), the
+# small model; PyPI takes 100 MB a file
+MAX_WHEEL_BYTES = 35 * 1024 * 1024
 # what the ignore rules of a clone leave out, for a tree without git
 NOT_SOURCE = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "build", "dist", "runs", "data"}
 BUILD_TIMEOUT_S = 300

@@ -324,7 +324,8 @@ def test_a_config_with_an_unknown_stem_is_refused_by_the_builder_too():
     """A ModelConfig made in code, not through model_config or config.json, is checked again."""
     import dataclasses
 
-    with pytest.raises(ConfigError, match=r"^unknown stem 'hybrid'; choose one of \('patch', 'conv', 'efficientnet-lite0'\)$"):
+    with pytest.raises(ConfigError, match=r"^unknown stem 'hybrid'; choose one of \('patch', 'conv', 'efficientnet-lite0', "
+                       r"'efficientnet-lite0-s32'\)$"):
         build_backbone(dataclasses.replace(small_cfg(), stem="hybrid"))
 
 

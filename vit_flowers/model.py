@@ -1,9 +1,9 @@
 """Build the ViT backbone and the post's head; save and load a run dir.
 
 One builder over a table of architectures (vit_keras' B/16, B/32, L/16,
-L/32 and two from-scratch configs small enough for a CPU) and three stems
+L/32 and two from-scratch configs small enough for a CPU) and four stems
 (vit_keras' patch embedding, a convolutional stem, and the ViT paper's
-hybrid: EfficientNet-Lite0 with ImageNet weights cut at stride 16). The classifier
+hybrid: EfficientNet-Lite0 with ImageNet weights cut at stride 16 or 32). The classifier
 is the source post's: backbone, Flatten, BatchNormalization, Dense(21, gelu),
 BatchNormalization, Dense(n_classes, softmax), as a Sequential whose
 `layers[0]` is the backbone, so the post's
