@@ -114,7 +114,8 @@ def test_a_run_stopped_at_or_after_the_switch_resumes_to_the_uninterrupted_weigh
 
 
 @pytest.mark.parametrize("model, train, message", [
-    (dict(stem="conv", patch_size=8), dict(freeze_backbone=True), "has none"),
+    (dict(stem="conv", patch_size=8), dict(freeze_backbone=True),
+     "has none: use --stem efficientnet-lite0 or efficientnet-lite0-s32, or b16"),
     (dict(), dict(freeze_backbone=True, unfreeze_after=2, ema_momentum=0.99), "--ema"),
 ])
 def test_freezing_what_is_not_pretrained_or_an_average_across_the_switch_is_refused(synthetic_data, model, train,
@@ -123,6 +124,12 @@ def test_freezing_what_is_not_pretrained_or_an_average_across_the_switch_is_refu
     cfg = replace(cfg, model=replace(cfg.model, **model))
     with pytest.raises(ConfigError, match=message):
         check_transfer(cfg.model, cfg.train)
+
+
+@pytest.mark.parametrize("stem, patch", [("efficientnet-lite0", 16), ("efficientnet-lite0-s32", 32)])
+def test_either_hybrid_stem_may_be_frozen(synthetic_data, stem, patch):
+    cfg = transfer_config(synthetic_data, freeze_backbone=True, unfreeze_after=2)
+    check_transfer(replace(cfg.model, stem=stem, patch_size=patch), cfg.train)
 
 
 def test_unfreeze_after_without_a_frozen_backbone_is_refused_on_the_command_line(synthetic_data, capsys):

@@ -360,8 +360,8 @@ def check_transfer(model: ModelConfig, train: TrainConfig, where: str = "train")
                               f"restart from the unfrozen weights; use one of the two")
         return
     raise ConfigError(f"{where}: --freeze-backbone freezes pretrained weights, and --stem {model.stem} with "
-                      f"--weights {model.weights} has none: use --stem efficientnet-lite0, or b16/b32/l16/l32 "
-                      f"with pretrained --weights")
+                      f"--weights {model.weights} has none: use --stem {' or '.join(HYBRID_STEMS)}, "
+                      f"or b16/b32/l16/l32 with pretrained --weights")
 
 
 def replace_checked(cfg: Any, where: str = "config", **changes: Any) -> Any:
