@@ -28,39 +28,47 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 SPLIT = REPO / "models" / "flowers-vit-small" / "split"
-CUTS = {"stage5": 10, "stage6": 14, "stage7": 15}  # cut -> its last block, whose output the probe pools
 CS = (0.01, 0.1, 1.0)
 
 
-def read_list(path: Path) -> tuple[list[str], list[str]]:
-    """(files, class names) of a list `prepare` wrote, paths resolved against the list's folder."""
-    import pandas as pd
+def probed_cuts() -> list[str]:
+    """The cuts from the shallowest hybrid stem's to the deepest the shipped weights hold."""
+    from vit_flowers.config import HYBRID_STEMS
+    from vit_flowers.efficientnet_lite import CUTS, WEIGHTS_CUT
 
-    rows = pd.read_csv(path)
-    files = [str((path.parent / base / kind / name).resolve())
-             for base, kind, name in zip(rows.base_path, rows.type_dir, rows.file_name)]
-    return files, list(rows.type_dir)
+    first = min(CUTS.index(cut) for cut in HYBRID_STEMS.values())
+    return list(CUTS[first:CUTS.index(WEIGHTS_CUT) + 1])
 
 
-def pooled_features(files: list[str], size: int) -> dict:
-    """{cut: (N, channels) globally averaged features} of the frozen ImageNet CNN."""
+def feature_model(size: int):
+    """The frozen ImageNet CNN with one globally averaged output per probed cut."""
     import keras
-    import numpy as np
 
     from vit_flowers import efficientnet_lite as lite
-    from vit_flowers.images import load_images
 
     cnn = lite.efficientnet_lite0((size, size, 3), include_top=False, cut=lite.WEIGHTS_CUT)
     lite.load_imagenet_weights(cnn)
     outputs = {}
-    for cut, block in CUTS.items():
-        layer = cnn.get_layer(f"blocks.{block}._add" if cut != "stage7" else f"blocks.{block}._bn2")
-        outputs[cut] = keras.layers.GlobalAveragePooling2D()(layer.output)
-    probe = keras.Model(cnn.input, outputs)
+    for cut in probed_cuts():
+        # the layer that ends the model cut there (same names in both), found without restating block numbers
+        last = lite.efficientnet_lite0((size, size, 3), include_top=False, cut=cut).layers[-1].name
+        outputs[cut] = keras.layers.GlobalAveragePooling2D()(cnn.get_layer(last).output)
+    return keras.Model(cnn.input, outputs)
+
+
+def pooled_features(probe, files: list[str], size: int) -> dict:
+    """{cut: (N, channels)} of `probe` (`feature_model`) on the photos `files`."""
+    import numpy as np
+
+    from vit_flowers.efficientnet_lite import preprocess
+    from vit_flowers.errors import BadInputError
+    from vit_flowers.images import load_images
+
     images = load_images(files, (size, size), progress=False)
     if len(images.skipped):
-        raise SystemExit(f"{len(images.skipped)} photos could not be read, first: {images.skipped.iloc[0].tolist()}")
-    features = probe.predict(lite.preprocess(images.images), batch_size=64, verbose=0)
+        first = images.skipped.iloc[0]
+        raise BadInputError(f"{first['file']}: {first['reason']} ({len(images.skipped)} photos could not be read)")
+    features = probe.predict(preprocess(images.images), batch_size=64, verbose=0)
     return {cut: np.asarray(value) for cut, value in features.items()}
 
 
@@ -74,13 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    train_files, train_names = read_list(args.split / "training_files.csv")
-    val_files, val_names = read_list(args.split / "validation_files.csv")
-    classes = sorted(set(train_names))
-    y_train = np.array([classes.index(n) for n in train_names])
-    y_val = np.array([classes.index(n) for n in val_names])
-    train, val = pooled_features(train_files, args.image_size), pooled_features(val_files, args.image_size)
-    for cut in CUTS:
+    from vit_flowers.errors import BadInputError
+    from vit_flowers.filelists import read_file_list
+
+    try:
+        classes = sorted(read_file_list(args.split / "training_files.csv", [], require_labels=False)["type_dir"]
+                         .unique())
+        lists = {name: read_file_list(args.split / f"{name}_files.csv", classes) for name in ("training", "validation")}
+        probe = feature_model(args.image_size)
+        train, val = (pooled_features(probe, lists[name]["path"].tolist(), args.image_size)
+                      for name in ("training", "validation"))
+    except BadInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    y_train, y_val = (lists[name]["label"].to_numpy() for name in ("training", "validation"))
+    for cut in train:
         scaler = StandardScaler().fit(train[cut])
         best = None
         for c in CS:
